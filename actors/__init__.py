@@ -1,0 +1,1 @@
+"""Ray actors: thin adapters around raydesk's pure logic."""

@@ -1,0 +1,175 @@
+"""ConversationShard: a Ray actor hosting the conversations whose ids hash to it.
+
+Each conversation is a logical actor: its state (a :class:`Conversation`) and a mailbox
+(an ``asyncio.Lock``, FIFO) so its commands run one at a time while the shard's other
+conversations proceed. A conversation is activated from the store on first use and
+dropped from memory when the shard holds more than ``ACTIVE_LIMIT`` (least recently used
+first); the store always has everything, so a restart rebuilds lazily.
+
+Guarantees: a command's reply is sent only after its store commit returned; a failed
+commit changes nothing (the in-memory state is replaced only after success). If the shard
+dies, callers get ``unavailable`` and retry; dedupe by ``client_msg_id`` makes a retried
+send safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+import ray
+
+from raydesk import decide
+from raydesk import store as keys
+from raydesk.conversation import Conversation
+from raydesk.errors import NotFound, RaydeskError, Unavailable
+from raydesk.schema import ShardCommand
+from raydesk.settings import Settings
+from raydesk.store import Store
+
+log = logging.getLogger("raydesk.shard")
+
+# Conversation state is a few hundred bytes; 50k active is ~25 MB per shard.
+ACTIVE_LIMIT = 50_000
+
+
+class StaleState(Exception):
+    """The store's seq moved under us (another shard instance wrote): reload and redo."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_message_id() -> str:
+    return f"m_{uuid.uuid4().hex[:20]}"
+
+
+class ConversationShard:
+    def __init__(self, settings: Settings, name: str) -> None:
+        logging.basicConfig(level=settings.config.log_level)
+        self._settings = settings
+        self._name = name
+        self._store = Store(settings.store_url, settings.store_password)
+        self._active: OrderedDict[str, Conversation] = OrderedDict()
+        self._mailboxes: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[str, int] = {}
+        self._router: Any = None
+        log.info("shard %s started", name)
+
+    async def ready(self) -> str:
+        return self._name
+
+    async def handle(self, commands: list[ShardCommand]) -> list[Any]:
+        """Run a batch of commands; one result per command (a reply dict or an error)."""
+        tasks = [asyncio.ensure_future(self._run(cmd)) for cmd in commands]
+        return list(await asyncio.gather(*tasks))
+
+    async def _run(self, cmd: ShardCommand) -> Any:
+        cid = cmd.conversation_id
+        mailbox = self._mailboxes.setdefault(cid, asyncio.Lock())
+        self._waiting[cid] = self._waiting.get(cid, 0) + 1
+        try:
+            async with mailbox:
+                try:
+                    return await self._dispatch(cmd)
+                except StaleState:
+                    self._active.pop(cid, None)
+                    return await self._dispatch(cmd)
+        except RaydeskError as exc:
+            return exc
+        except StaleState:
+            return Unavailable("the conversation is busy, try again")
+        except Exception:
+            log.exception("shard %s: %s on conversation %s by %s failed", self._name,
+                          cmd.kind, cid, cmd.actor_id)
+            return Unavailable("internal error")
+        finally:
+            self._waiting[cid] -= 1
+            if self._waiting[cid] == 0:
+                del self._waiting[cid]
+                del self._mailboxes[cid]
+
+    async def _load(self, cid: str) -> Conversation | None:
+        conv = self._active.get(cid)
+        if conv is not None:
+            self._active.move_to_end(cid)
+            return conv
+        state = await self._store.conversation_state(cid)
+        if not state:
+            return None
+        conv = Conversation.from_state(cid, state)
+        self._remember(conv)
+        return conv
+
+    def _remember(self, conv: Conversation) -> None:
+        self._active[conv.id] = conv
+        self._active.move_to_end(conv.id)
+        while len(self._active) > ACTIVE_LIMIT:
+            self._active.popitem(last=False)
+
+    async def _visitor(self, visitor_id: str) -> dict[str, Any]:
+        fields = await self._store.call("HGETALL", keys.visitor_key(visitor_id))
+        return decide.visitor_card(visitor_id, dict(fields))
+
+    async def _dispatch(self, cmd: ShardCommand) -> dict[str, Any]:
+        conv = await self._load(cmd.conversation_id)
+        now = _now_ms()
+        if conv is None:
+            if cmd.kind != "send" or cmd.actor_role != "customer":
+                raise NotFound(f"conversation {cmd.conversation_id} not found")
+            visitor = dict(await self._store.call("HGETALL", keys.visitor_key(cmd.actor_id)))
+            # The gateway claimed this id as the visitor's open conversation; anything
+            # else is not this visitor's to create.
+            if visitor.get("open") != cmd.conversation_id:
+                raise NotFound(f"conversation {cmd.conversation_id} not found")
+            decision = decide.open_conversation(
+                cmd, visitor, now, [new_message_id() for _ in range(3)])
+        elif cmd.kind == "send":
+            decision = decide.send_message(conv, cmd, now, new_message_id())
+        elif cmd.kind == "typing":
+            decision = decide.typing(conv, cmd)
+        elif cmd.kind == "read":
+            decision = decide.read(conv, cmd)
+        elif cmd.kind == "close":
+            decision = decide.close(conv, cmd, now, new_message_id())
+        elif cmd.kind == "assign":
+            decision = decide.assign(conv, cmd, now, new_message_id(),
+                                     await self._visitor(conv.customer))
+        elif cmd.kind == "transfer":
+            visitor = await self._visitor(conv.customer) if cmd.to_agent else {}
+            decision = decide.transfer(conv, cmd, now, new_message_id(), visitor)
+        else:  # pragma: no cover - ShardCommandKind is closed
+            raise ValueError(cmd.kind)
+        if decision.signals:
+            await self._store.publish(decision.signals)
+        if decision.commit is not None:
+            result = await self._store.commit(decision.commit)
+            if result.outcome == "dup":
+                return decide.ack_from_dedupe(cmd, result.value)
+            if result.outcome == "stale":
+                log.warning("shard %s: conversation %s seq moved to %s, reloading",
+                            self._name, cmd.conversation_id, result.value)
+                raise StaleState()
+        self._remember(decision.conversation)
+        for method, args in decision.router:
+            self._tell_router(method, *args)
+        return decision.reply
+
+    def _tell_router(self, method: str, *args: Any) -> None:
+        """Fire and forget: the router also reconciles with the store on a timer."""
+        try:
+            if self._router is None:
+                self._router = ray.get_actor(self._settings.router_name,
+                                             namespace=self._settings.namespace)
+            getattr(self._router, method).remote(*args)
+        except Exception:
+            self._router = None
+            log.warning("shard %s: router unreachable for %s%s", self._name, method, args)
+
+    async def active_count(self) -> int:
+        return len(self._active)

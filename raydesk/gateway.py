@@ -1,0 +1,300 @@
+"""The gateway: WebSocket sessions and the REST API of PROTOCOL.md, as one ASGI app.
+
+:class:`GatewayCore` holds what the sessions and routes share in one gateway process
+(store, tokens, shard client, fan-out hub, local presence). :func:`create_app` builds the
+FastAPI app around it; ``serve_app.py`` runs that app inside each Serve replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Annotated, Any
+
+import ray
+from fastapi import Depends, FastAPI, Header, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from ray.exceptions import RayError, RayTaskError
+
+from raydesk import __version__
+from raydesk import store as keys
+from raydesk.auth import Principal, Tokens, hash_password, verify_password
+from raydesk.conversation import Conversation
+from raydesk.errors import (BadRequest, Conflict, Forbidden, NotFound, RaydeskError,
+                            Unauthorized, Unavailable)
+from raydesk.hub import Hub
+from raydesk.schema import (AgentCreate, AgentCreated, ConversationInfo, ConversationPage,
+                            FaqReplace, FaqReplaced, Login, LoginResult, MessagePage,
+                            VisitorCreate, VisitorCreated)
+from raydesk.session import Session, new_conversation_id
+from raydesk.settings import Settings
+from raydesk.shard_client import ShardClient
+from raydesk.store import Store
+
+log = logging.getLogger("raydesk.gateway")
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+CHANGES_PAGE = 500
+
+
+class GatewayCore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config = settings.config
+        self.gateway_id = f"g{uuid.uuid4().hex[:8]}"
+        self.tokens = Tokens(settings.signing_key, settings.admin_token)
+        self.store = Store(settings.store_url, settings.store_password)
+        self.shards = ShardClient(settings.shard_names, settings.namespace)
+        self.hub = Hub(self.store.redis)
+        self.sessions: set[Session] = set()
+        self._router: Any = None
+        self._lease_task: asyncio.Task[None] | None = None
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    async def attach(self, session: Session, principal: Principal) -> None:
+        await self.hub.join(principal.id, session)
+        self.sessions.add(session)
+        if principal.is_agent:
+            session.principal = principal
+            await self.presence_changed()
+
+    async def detach(self, session: Session) -> None:
+        self.sessions.discard(session)
+        assert session.principal is not None
+        await self.hub.leave(session.principal.id, session)
+        if session.principal.is_agent:
+            await self.presence_changed()
+
+    def presence_snapshot(self) -> dict[str, str]:
+        from raydesk.routing import PRESENCE_RANK
+        best: dict[str, str] = {}
+        for session in self.sessions:
+            if session.principal is None or not session.principal.is_agent:
+                continue
+            current = best.get(session.principal.id, "offline")
+            if PRESENCE_RANK[session.presence] >= PRESENCE_RANK[current]:
+                best[session.principal.id] = session.presence
+        return best
+
+    async def presence_changed(self) -> None:
+        """Tell the router at once (and renew this gateway's lease)."""
+        try:
+            await self.router().presence.remote(self.gateway_id, self.presence_snapshot())
+        except (RayError, ValueError):
+            self._router = None
+            log.warning("gateway %s: router unreachable for presence", self.gateway_id)
+
+    async def renew_leases(self) -> None:
+        period = self.config.routing.presence_lease_s
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.presence_changed()
+            except Exception:
+                log.exception("presence lease renewal failed")
+
+    def start_background(self) -> None:
+        if self._lease_task is None:
+            self._lease_task = asyncio.get_running_loop().create_task(self.renew_leases())
+
+    def router(self) -> Any:
+        if self._router is None:
+            self._router = ray.get_actor(self.settings.router_name,
+                                         namespace=self.settings.namespace)
+        return self._router
+
+    async def router_call(self, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self.router(), method).remote(*args)
+        except RayTaskError as exc:
+            if isinstance(exc.cause, RaydeskError):
+                raise exc.cause from None
+            log.error("router %s failed: %s", method, exc)
+            raise Unavailable("the router failed, try again") from None
+        except (RayError, ValueError):
+            self._router = None
+            raise Unavailable("the router is restarting, try again") from None
+
+    async def open_conversation_of(self, visitor_id: str, closed: str | None = None) -> str:
+        """The visitor's open conversation id, claiming a new one if it has none.
+
+        Claimed with HSETNX so two devices writing first at once share one conversation.
+        ``closed`` is an id the caller found closed: it is released first (if still set).
+        """
+        key = keys.visitor_key(visitor_id)
+        if closed is not None:
+            await self.store.pipeline([("EVAL", _RELEASE_OPEN, 1, key, closed)])
+        candidate = new_conversation_id()
+        _, current = await self.store.pipeline([("HSETNX", key, "open", candidate),
+                                                ("HGET", key, "open")])
+        if not current:
+            raise Unavailable("could not open a conversation, try again")
+        return str(current)
+
+    async def close_all(self, code: int) -> None:
+        for session in list(self.sessions):
+            session._close_soon(code)
+        await asyncio.sleep(0.2)
+
+
+_RELEASE_OPEN = ("if redis.call('HGET', KEYS[1], 'open') == ARGV[1] then "
+                 "return redis.call('HDEL', KEYS[1], 'open') end return 0")
+
+
+def _bearer(authorization: Annotated[str | None, Header()] = None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization must be 'Bearer <token>'")
+    return token.strip()
+
+
+Bearer = Annotated[str | None, Depends(_bearer)]
+
+
+def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
+    core = GatewayCore(settings)
+    app = FastAPI(title="raydesk", version=__version__,
+                  description="raydesk REST API (protocol v1). The WebSocket endpoint "
+                  "/v1/ws is described in docs/reference/protocol.md.")
+
+    @app.exception_handler(RaydeskError)
+    async def _raydesk_error(_: Request, exc: RaydeskError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+        return JSONResponse(BadRequest(f"{where}: {first['msg']}").body(), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("request failed", exc_info=exc)
+        return JSONResponse({"error": {"code": "unavailable", "message": "internal error"}},
+                            status_code=500)
+
+    def principal(token: str | None) -> Principal:
+        if not token:
+            raise Unauthorized("missing bearer token")
+        return core.tokens.verify(token)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/visitors", status_code=201, response_model=VisitorCreated)
+    async def create_visitor(body: VisitorCreate) -> VisitorCreated:
+        visitor_id = f"v_{uuid.uuid4().hex[:22]}"
+        fields = {"created_ts": str(int(time.time() * 1000)), "name": body.name or "",
+                  "email": body.email or "", "skill": body.skill or "",
+                  "inbox": body.inbox or "", "attributes": json.dumps(body.attributes or {})}
+        await core.store.call("HSET", keys.visitor_key(visitor_id),
+                              *[x for kv in fields.items() for x in kv])
+        token = core.tokens.issue(Principal(visitor_id, "customer"),
+                                  settings.config.auth.visitor_token_ttl_s)
+        return VisitorCreated(visitor_id=visitor_id, token=token)
+
+    @app.post("/v1/agents", status_code=201, response_model=AgentCreated)
+    async def create_agent(body: AgentCreate, token: Bearer) -> AgentCreated:
+        core.tokens.require_admin(token)
+        agent_id = f"a_{uuid.uuid4().hex[:22]}"
+        email = body.email.strip().lower()
+        claimed = await core.store.call("SET", keys.email_key(email), agent_id, "NX")
+        if not claimed:
+            raise Conflict(f"an agent with email {email} exists")
+        fields = {"email": email, "name": body.name, "role": body.role,
+                  "skills": json.dumps(sorted(set(body.skills))),
+                  "max_chats": str(body.max_chats or settings.config.routing.default_max_chats),
+                  "password": await asyncio.to_thread(hash_password, body.password),
+                  "created_ts": str(int(time.time() * 1000))}
+        await core.store.pipeline([
+            ("HSET", keys.agent_key(agent_id), *[x for kv in fields.items() for x in kv]),
+            ("SADD", keys.AGENTS, agent_id)])
+        try:
+            await core.router().agent_updated.remote(agent_id)
+        except (RayError, ValueError):
+            log.warning("router not told of new agent %s; it will find it", agent_id)
+        return AgentCreated(agent_id=agent_id)
+
+    @app.post("/v1/agents/login", response_model=LoginResult)
+    async def login(body: Login) -> LoginResult:
+        agent_id = await core.store.call("GET", keys.email_key(body.email))
+        fields = dict(await core.store.call("HGETALL", keys.agent_key(agent_id))) \
+            if agent_id else {}
+        ok = await asyncio.to_thread(verify_password, fields.get("password"), body.password)
+        if not ok or not agent_id:
+            raise Unauthorized("wrong email or password")
+        role = "admin" if fields.get("role") == "admin" else "agent"
+        token = core.tokens.issue(Principal(agent_id, role),
+                                  settings.config.auth.agent_token_ttl_s)
+        return LoginResult(agent_id=agent_id, token=token)
+
+    @app.get("/v1/conversations/{conversation_id}/messages", response_model=MessagePage)
+    async def messages(conversation_id: str, token: Bearer,
+                       since: Annotated[int, Query(ge=0)] = 0,
+                       limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+                       ) -> MessagePage:
+        who = principal(token)
+        state = await core.store.conversation_state(conversation_id)
+        if not state:
+            raise NotFound(f"conversation {conversation_id} not found")
+        conv = Conversation.from_state(conversation_id, state)
+        conv.check_can_read(who.id, who.is_agent)
+        frames = await core.store.messages(conversation_id, since, limit)
+        return MessagePage(messages=[json.loads(f) for f in frames], last_seq=conv.last_seq)
+
+    @app.get("/v1/conversations", response_model=ConversationPage)
+    async def conversations(token: Bearer,
+                            status: Annotated[str | None, Query(
+                                pattern="^(bot|queued|assigned|closed)$")] = None,
+                            updated_since: Annotated[int, Query(ge=0)] = 0,
+                            ) -> ConversationPage:
+        who = principal(token)
+        if not who.is_agent:
+            raise Forbidden("the conversation list is for agents")
+        cids, cursor = await core.store.changes_since(updated_since, CHANGES_PAGE)
+        infos = []
+        for cid, state in zip(cids, await core.store.states(cids), strict=True):
+            if not state or (status and state.get("status") != status):
+                continue
+            infos.append(ConversationInfo(
+                conversation_id=cid, status=state["status"],  # type: ignore[arg-type]
+                last_seq=int(state.get("last_seq", 0)), customer=state["customer"],
+                assignee=state.get("assignee") or None, skill=state.get("skill") or None,
+                created_ts=int(state.get("created_ts", 0)),
+                updated_ts=int(state.get("updated_ts", 0))))
+        return ConversationPage(conversations=infos, cursor=cursor)
+
+    @app.put("/v1/faq", response_model=FaqReplaced)
+    async def replace_faq(body: FaqReplace, token: Bearer) -> FaqReplaced:
+        core.tokens.require_admin(token)
+        ids = [item.id for item in body.items]
+        if len(set(ids)) != len(ids):
+            raise BadRequest("items: ids must be unique")
+        await core.store.call("SET", keys.FAQ, body.model_dump_json())
+        return FaqReplaced(count=len(body.items))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        lines = [
+            "# HELP raydesk_connections Open WebSocket connections on this gateway.",
+            "# TYPE raydesk_connections gauge",
+            f"raydesk_connections {len(core.sessions)}",
+        ]
+        return PlainTextResponse("\n".join(lines) + "\n",
+                                 media_type="text/plain; version=0.0.4")
+
+    @app.websocket("/v1/ws")
+    async def websocket(ws: WebSocket) -> None:
+        core.start_background()
+        await Session(core, ws).run()
+
+    return app, core

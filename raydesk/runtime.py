@@ -1,0 +1,132 @@
+"""Starting and stopping everything raydesk runs: store, Ray, shards, router, gateways.
+
+Used by ``raydesk serve`` and by the integration tests (which share one Ray session and
+start and stop the rest around it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray import serve
+
+from raydesk.auth import Secrets, load_or_create_secrets
+from raydesk.config import Config, load_config
+from raydesk.embedded_store import EmbeddedValkey
+from raydesk.settings import Settings
+
+log = logging.getLogger("raydesk.runtime")
+
+APP_NAME = "raydesk"
+MIN_SHARDS = 2
+
+
+def shard_count(config: Config) -> int:
+    if config.cluster.shards is not None:
+        return config.cluster.shards
+    return max(MIN_SHARDS, int(ray.cluster_resources().get("CPU", MIN_SHARDS)))
+
+
+@dataclass
+class Runtime:
+    """Everything one ``raydesk serve`` started; :meth:`stop` undoes :meth:`start`."""
+
+    config: Config
+    secrets: Secrets | None = None
+    store: EmbeddedValkey | None = None
+    settings: Settings | None = None
+    actors: list[Any] = field(default_factory=list)
+    started_ray: bool = False
+
+    @property
+    def url(self) -> str:
+        server = self.config.server
+        return f"http://{server.host}:{server.port}"
+
+    def start(self, ray_init: bool = True, timeout: float = 120.0) -> Settings:
+        config = self.config
+        data = config.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        self.secrets = load_or_create_secrets(data, config.auth.admin_token)
+        if config.store.url is None:
+            self.store = EmbeddedValkey(data, self.secrets.store_password,
+                                        config.store.appendfsync)
+            self.store.start()
+            store_url, store_password = self.store.url, self.store.password
+        else:
+            store_url, store_password = config.store.url, None
+        if ray_init and not ray.is_initialized():
+            address = config.cluster.ray_address or os.environ.get("RAY_ADDRESS")
+            ray.init(address=address, namespace=config.cluster.namespace,
+                     include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=config.log_level == "DEBUG")
+            self.started_ray = True
+        self.settings = Settings(config=config, store_url=store_url,
+                                 store_password=store_password,
+                                 signing_key=self.secrets.signing_key,
+                                 admin_token=self.secrets.admin_token,
+                                 shard_count=shard_count(config))
+        self._start_actors(self.settings)
+        serve.start(proxy_location="Disabled")
+        from serve_app import gateway_app
+        serve.run(gateway_app(self.settings), name=APP_NAME, route_prefix=None,
+                  blocking=False)
+        wait_healthy(self.url, timeout)
+        return self.settings
+
+    def _start_actors(self, settings: Settings) -> None:
+        from actors.router import Router
+        from actors.shard import ConversationShard
+
+        common = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0,
+                  "max_concurrency": 10_000, "namespace": settings.namespace,
+                  "lifetime": "detached"}
+        shard_cls = ray.remote(ConversationShard)
+        shards = [shard_cls.options(name=name, **common).remote(settings, name)  # type: ignore[attr-defined]
+                  for name in settings.shard_names]
+        router = ray.remote(Router).options(  # type: ignore[attr-defined]
+            name=settings.router_name, **common).remote(settings)
+        ray.get([s.ready.remote() for s in shards])
+        ray.get(router.ready.remote())
+        self.actors = [*shards, router]
+
+    def stop(self) -> None:
+        """Stop gateways first (clients get 1012), then actors, then the store."""
+        try:
+            serve.delete(APP_NAME)
+        except Exception:
+            log.exception("stopping the gateways failed")
+        for actor in self.actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                log.exception("stopping an actor failed")
+        self.actors = []
+        if self.store is not None:
+            self.store.stop()
+            self.store = None
+        if self.started_ray:
+            serve.shutdown()
+            ray.shutdown()
+            self.started_ray = False
+
+
+def wait_healthy(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"raydesk did not become healthy at {url} in {timeout} s")
+        time.sleep(0.2)
+

@@ -1,0 +1,356 @@
+"""The one schema module: every frame and body that crosses the wire (PROTOCOL.md v1).
+
+Client frames are parsed with :func:`parse_client_frame` (one pydantic model per ``type``,
+unknown fields refused, no type coercion). Server frames are built with the models below
+and serialised once, where they are made: the shard serialises a ``message`` frame before
+it is stored, and the stored text is what every client receives.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+from raydesk.errors import BadRequest
+
+ClientMsgId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Skill = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+Role = Literal["customer", "agent", "bot", "system"]
+Status = Literal["bot", "queued", "assigned", "closed"]
+Presence = Literal["online", "away", "offline"]
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --- client frames -------------------------------------------------------------------
+
+
+class Hello(_Frame):
+    type: Literal["hello"]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class Send(_Frame):
+    type: Literal["send"]
+    client_msg_id: ClientMsgId
+    conversation_id: Id | None = None
+    text: Annotated[str, StringConstraints(min_length=1)]
+
+
+class Sync(_Frame):
+    type: Literal["sync"]
+    conversation_id: Id
+    since: Annotated[int, Field(ge=0)]
+
+
+class Typing(_Frame):
+    type: Literal["typing"]
+    conversation_id: Id
+    on: bool
+
+
+class Read(_Frame):
+    type: Literal["read"]
+    conversation_id: Id
+    seq: Annotated[int, Field(ge=0)]
+
+
+class Ping(_Frame):
+    type: Literal["ping"]
+
+
+class PresenceFrame(_Frame):
+    type: Literal["presence"]
+    status: Presence
+
+
+class Accept(_Frame):
+    type: Literal["accept"]
+    conversation_id: Id
+
+
+class Transfer(_Frame):
+    type: Literal["transfer"]
+    conversation_id: Id
+    to_agent: Id | None = None
+    to_skill: Skill | None = None
+
+
+class Close(_Frame):
+    type: Literal["close"]
+    conversation_id: Id
+
+
+ClientFrame = Annotated[
+    Union[Hello, Send, Sync, Typing, Read, Ping, PresenceFrame, Accept, Transfer, Close],
+    Field(discriminator="type"),
+]
+_client_frame = TypeAdapter(ClientFrame)
+CLIENT_FRAME_TYPES = frozenset(
+    {"hello", "send", "sync", "typing", "read", "ping", "presence", "accept", "transfer", "close"}
+)
+
+
+def _describe(error: ValidationError) -> str:
+    """One line naming the first wrong field, for a ``bad_request`` message."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"] if part not in CLIENT_FRAME_TYPES)
+    return f"{where or 'frame'}: {first['msg']}"
+
+
+def parse_client_frame(text: str | bytes) -> ClientFrame:
+    """Parse one client frame; raise :class:`BadRequest` naming what is wrong."""
+    try:
+        raw = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("frame is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise BadRequest("frame must be a JSON object")
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise BadRequest("type: field required (a string)")
+    if kind not in CLIENT_FRAME_TYPES:
+        raise BadRequest(f"type: unknown frame type {kind[:40]!r}")
+    try:
+        return _client_frame.validate_python(raw)
+    except ValidationError as exc:
+        raise BadRequest(_describe(exc)) from None
+
+
+def frame_ref(text: str | bytes) -> str | None:
+    """The ``client_msg_id`` of a frame, if it has a valid one, for error frames."""
+    try:
+        raw = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    ref = raw.get("client_msg_id") if isinstance(raw, dict) else None
+    return ref if isinstance(ref, str) and 0 < len(ref) <= 64 else None
+
+
+# --- server frames -------------------------------------------------------------------
+
+
+class Sender(_Frame):
+    role: Role
+    id: str
+
+
+class BotInfo(_Frame):
+    intent: str | None = None
+    faq_id: str | None = None
+    confidence: float
+    model_version: str | None = None
+
+
+class Message(_Frame):
+    """A stored message, exactly as every participant receives it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["message"] = "message"
+    conversation_id: str
+    seq: int
+    message_id: str
+    client_msg_id: str | None = None
+    sender: Sender
+    text: str
+    ts: int
+    bot: BotInfo | None = None
+    event: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+
+class ConversationSummary(_Frame):
+    conversation_id: str
+    status: Status
+    last_seq: int
+
+
+class Welcome(_Frame):
+    type: Literal["welcome"] = "welcome"
+    role: Literal["customer", "agent"]
+    id: str
+    conversations: list[ConversationSummary]
+    heartbeat_s: int
+
+
+class Ack(_Frame):
+    type: Literal["ack"] = "ack"
+    client_msg_id: str
+    conversation_id: str
+    seq: int
+    message_id: str
+    ts: int
+
+
+class Synced(_Frame):
+    type: Literal["synced"] = "synced"
+    conversation_id: str
+    last_seq: int
+    more: bool
+
+
+class TypingEvent(_Frame):
+    type: Literal["typing"] = "typing"
+    conversation_id: str
+    sender: Sender
+    on: bool
+
+
+class ReadEvent(_Frame):
+    type: Literal["read"] = "read"
+    conversation_id: str
+    sender: Sender
+    seq: int
+
+
+class QueueEvent(_Frame):
+    type: Literal["queue"] = "queue"
+    conversation_id: str
+    position: int
+
+
+class Assigned(_Frame):
+    type: Literal["assigned"] = "assigned"
+    conversation_id: str
+    visitor: dict[str, Any]
+    last_seq: int
+
+
+PONG = '{"type":"pong"}'
+
+
+def dump(frame: BaseModel) -> str:
+    """Serialise a server frame (None fields left out, as PROTOCOL.md marks them optional)."""
+    return frame.model_dump_json(exclude_none=True)
+
+
+# --- REST bodies ---------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class VisitorCreate(_Body):
+    inbox: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    skill: Skill | None = None
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    email: Annotated[str, StringConstraints(max_length=320)] | None = None
+    attributes: Annotated[dict[str, Annotated[str, StringConstraints(max_length=1000)]],
+                          Field(max_length=50)] | None = None
+
+
+class VisitorCreated(_Body):
+    visitor_id: str
+    token: str
+
+
+class AgentCreate(_Body):
+    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,200}@[^@\s]{1,200}$")]
+    password: Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    skills: Annotated[list[Skill], Field(max_length=100)] = []
+    max_chats: Annotated[int, Field(ge=1, le=1000)] | None = None
+    role: Literal["agent", "admin"] = "agent"
+
+
+class AgentCreated(_Body):
+    agent_id: str
+
+
+class Login(_Body):
+    email: Annotated[str, StringConstraints(max_length=420)]
+    password: Annotated[str, StringConstraints(max_length=1024)]
+
+
+class LoginResult(_Body):
+    agent_id: str
+    token: str
+
+
+class MessagePage(_Body):
+    messages: list[dict[str, Any]]
+    last_seq: int
+
+
+class ConversationInfo(_Body):
+    conversation_id: str
+    status: Status
+    last_seq: int
+    customer: str
+    assignee: str | None = None
+    skill: str | None = None
+    created_ts: int
+    updated_ts: int
+
+
+class ConversationPage(_Body):
+    conversations: list[ConversationInfo]
+    cursor: int
+
+
+def validate_body(model: type[_Body], raw: bytes) -> Any:
+    """Parse a REST body into ``model``; raise :class:`BadRequest` naming the field."""
+    try:
+        data = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise BadRequest(f"{where}: {first['msg']}") from None
+
+
+# --- frames between raydesk's own processes ------------------------------------------
+
+ShardCommandKind = Literal["send", "typing", "read", "close", "assign", "transfer"]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardCommand:
+    """One command for a conversation, carried to its shard in a batch.
+
+    ``actor_id``/``actor_role`` say who acts: a customer or agent (from a verified token),
+    or the router (``actor_role="router"``) for assignments.
+    """
+
+    kind: ShardCommandKind
+    conversation_id: str
+    actor_id: str
+    actor_role: Literal["customer", "agent", "admin", "router"]
+    client_msg_id: str | None = None
+    text: str | None = None
+    seq: int | None = None
+    on: bool | None = None
+    to_agent: str | None = None
+    to_skill: str | None = None
+    reason: dict[str, Any] | None = None
+
+
+class FaqItem(_Body):
+    id: Id
+    question: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    answer: Annotated[str, StringConstraints(min_length=1, max_length=20000)]
+    alternates: Annotated[list[Annotated[str, StringConstraints(min_length=1,
+                                                                max_length=2000)]],
+                          Field(max_length=100)] = []
+
+
+class FaqReplace(_Body):
+    items: Annotated[list[FaqItem], Field(max_length=10000)]
+
+
+class FaqReplaced(_Body):
+    count: int

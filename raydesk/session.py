@@ -1,0 +1,333 @@
+"""One WebSocket connection: handshake, frames in, events out (PROTOCOL.md).
+
+Frames from a connection are handled one at a time, in order, so a client's sends are
+stored in the order it sent them. Frames out go through a bounded outbox drained by a
+writer task: a client too slow to keep up is closed (1013) and resyncs when it comes
+back, it never stalls delivery to anyone else.
+
+Errors become frames or close codes here and only here: a :class:`RaydeskError` is an
+``error`` frame (the connection stays open); anything unexpected is logged with the
+connection's ids and closes it with 1011, no detail given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from raydesk import store as keys
+from raydesk.auth import Principal
+from raydesk.conversation import Conversation
+from raydesk.decide import ConversationClosed
+from raydesk.errors import (BadRequest, Forbidden, NotFound, RaydeskError, RateLimited,
+                            TooLarge, Unauthorized)
+from raydesk.ratelimit import TokenBucket
+from raydesk.schema import (PONG, Accept, Close, ConversationSummary, Hello, Ping,
+                            PresenceFrame, Read, Send, ShardCommand, Sync, Synced, Transfer,
+                            Typing, Welcome, dump, frame_ref, parse_client_frame)
+
+if TYPE_CHECKING:
+    from raydesk.gateway import GatewayCore
+
+log = logging.getLogger("raydesk.gateway")
+
+CLOSE_NORMAL = 1000
+CLOSE_SERVER_ERROR = 1011
+CLOSE_RESTARTING = 1012
+CLOSE_TRY_AGAIN = 1013  # extension: outbox overflow (a slow client); reconnect and sync
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TIMEOUT = 4408
+CLOSE_RATE_LIMITED = 4429
+
+SYNC_PAGE = 500
+WELCOME_CONVERSATIONS = 50
+_connection_ids = itertools.count(1)
+
+
+class _Closing(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Session:
+    def __init__(self, core: GatewayCore, websocket: WebSocket) -> None:
+        self.core = core
+        self.ws = websocket
+        self.id = f"{core.gateway_id}-{next(_connection_ids)}"
+        self.principal: Principal | None = None
+        self.presence = core.config.routing.initial_presence
+        limits = core.config.limits
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(limits.outbox_frames)
+        self._bucket = TokenBucket(limits.messages_per_s, limits.burst,
+                                   limits.rate_limit_strikes, time.monotonic())
+        self._last_heard = time.monotonic()
+        self._close_code: int | None = None
+
+    # --- delivery (called by the hub) -----------------------------------------------------
+
+    def deliver(self, payload: str) -> None:
+        if self._close_code is not None:
+            return
+        try:
+            self._outbox.put_nowait(payload)
+        except asyncio.QueueFull:
+            log.warning("connection %s of %s: outbox full, closing", self.id, self._who())
+            self._close_soon(CLOSE_TRY_AGAIN)
+
+    def restart(self) -> None:
+        self._close_soon(CLOSE_RESTARTING)
+
+    def _close_soon(self, code: int) -> None:
+        if self._close_code is None:
+            self._close_code = code
+            # Wake the writer: it closes once what is already queued is out.
+            try:
+                self._outbox.put_nowait(None)
+            except asyncio.QueueFull:
+                self._outbox.get_nowait()
+                self._outbox.put_nowait(None)
+
+    def _who(self) -> str:
+        return f"{self.principal.role} {self.principal.id}" if self.principal else "anonymous"
+
+    # --- the connection's life ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        writer = asyncio.get_running_loop().create_task(self._write())
+        watchdog: asyncio.Task[None] | None = None
+        try:
+            self.principal = await self._handshake()
+            log.info("connection %s opened by %s", self.id, self._who())
+            watchdog = asyncio.get_running_loop().create_task(self._watch_heartbeat())
+            await self._read_frames()
+        except _Closing as closing:
+            self._close_soon(closing.code)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            log.exception("connection %s of %s failed", self.id, self._who())
+            self._close_soon(CLOSE_SERVER_ERROR)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if self.principal is not None:
+                await self.core.detach(self)
+            self._close_soon(CLOSE_NORMAL)
+            await writer
+            log.info("connection %s of %s closed (%s)", self.id, self._who(), self._close_code)
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                frame = await self._outbox.get()
+                if frame is None:
+                    break
+                await self.ws.send_text(frame)
+        except Exception:  # the peer went away; the reader notices too
+            return
+        if self.ws.client_state is WebSocketState.CONNECTED:
+            try:
+                await self.ws.close(self._close_code or CLOSE_NORMAL)
+            except Exception:
+                pass
+
+    def send(self, frame: str) -> None:
+        self.deliver(frame)
+
+    async def _receive_text(self) -> str:
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        self._last_heard = time.monotonic()
+        text = message.get("text")
+        if text is None:
+            data = message.get("bytes") or b""
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                return "\x00not json"
+        return str(text)
+
+    async def _handshake(self) -> Principal:
+        deadline = time.monotonic() + self.core.config.websocket.hello_timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Closing(CLOSE_TIMEOUT)
+            try:
+                text = await asyncio.wait_for(self._receive_text(), remaining)
+            except TimeoutError:
+                raise _Closing(CLOSE_TIMEOUT) from None
+            try:
+                frame = parse_client_frame(text)
+                if not isinstance(frame, Hello):
+                    raise BadRequest("type: the first frame must be hello")
+                principal = self.core.tokens.verify(frame.token)
+            except Unauthorized as exc:
+                self.send(dump_error(exc))
+                raise _Closing(CLOSE_UNAUTHORIZED) from None
+            except BadRequest as exc:
+                exc.ref = frame_ref(text)
+                self.send(dump_error(exc))
+                continue
+            await self.core.attach(self, principal)
+            self.principal = principal
+            self.send(dump(await self._welcome(principal)))
+            return principal
+
+    async def _welcome(self, principal: Principal) -> Welcome:
+        store = self.core.store
+        if principal.is_agent:
+            cids = sorted(await store.call("SMEMBERS", keys.agent_convs_key(principal.id)))
+        else:
+            cids = await store.call("ZREVRANGE", keys.visitor_convs_key(principal.id), 0,
+                                    WELCOME_CONVERSATIONS - 1)
+        summaries = []
+        for cid, state in zip(cids, await store.states(cids), strict=True):
+            if state:
+                summaries.append(ConversationSummary(
+                    conversation_id=cid, status=state["status"],
+                    last_seq=int(state.get("last_seq", 0))))
+        return Welcome(role=principal.wire_role, id=principal.id, conversations=summaries,
+                       heartbeat_s=self.core.config.websocket.heartbeat_s)
+
+    async def _watch_heartbeat(self) -> None:
+        timeout = self.core.config.websocket.heartbeat_timeout_s
+        while True:
+            silent = time.monotonic() - self._last_heard
+            if silent > timeout:
+                log.info("connection %s of %s: heartbeat timeout", self.id, self._who())
+                self._close_soon(CLOSE_TIMEOUT)
+                return
+            await asyncio.sleep(min(timeout - silent + 0.05, 5.0))
+
+    async def _read_frames(self) -> None:
+        while self._close_code is None:
+            text = await self._receive_text()
+            try:
+                frame = parse_client_frame(text)
+                if not isinstance(frame, Ping):
+                    if not self._bucket.take(time.monotonic()):
+                        if self._bucket.exhausted:
+                            raise _Closing(CLOSE_RATE_LIMITED)
+                        raise RateLimitedFrame()
+                await self._handle(frame)
+            except RateLimitedFrame:
+                self.send(dump_error(RateLimited("too many frames, slow down"),
+                                     frame_ref(text)))
+            except RaydeskError as exc:
+                self.send(dump_error(exc, exc.ref or frame_ref(text)))
+
+    # --- frames ------------------------------------------------------------------------------
+
+    async def _handle(self, frame: Any) -> None:
+        assert self.principal is not None
+        if isinstance(frame, Send):
+            await self._send(frame)
+        elif isinstance(frame, Ping):
+            self.send(PONG)
+        elif isinstance(frame, Sync):
+            await self._sync(frame)
+        elif isinstance(frame, Typing):
+            await self._command("typing", frame.conversation_id, on=frame.on)
+        elif isinstance(frame, Read):
+            await self._command("read", frame.conversation_id, seq=frame.seq)
+        elif isinstance(frame, Close):
+            await self._command("close", frame.conversation_id)
+        elif isinstance(frame, PresenceFrame):
+            self._require_agent("presence")
+            self.presence = frame.status
+            await self.core.presence_changed()
+        elif isinstance(frame, Accept):
+            self._require_agent("accept")
+            await self.core.router_call("accept", frame.conversation_id, self.principal.id)
+        elif isinstance(frame, Transfer):
+            self._require_agent("transfer")
+            if (frame.to_agent is None) == (frame.to_skill is None):
+                raise BadRequest("transfer: give exactly one of to_agent and to_skill")
+            await self.core.router_call("transfer", frame.conversation_id, self.principal.id,
+                                        self.principal.role, frame.to_agent, frame.to_skill)
+        elif isinstance(frame, Hello):
+            raise BadRequest("type: hello was already received on this connection")
+
+    def _require_agent(self, what: str) -> None:
+        assert self.principal is not None
+        if not self.principal.is_agent:
+            raise Forbidden(f"{what} is for agents only")
+
+    async def _command(self, kind: str, cid: str, **fields: Any) -> dict[str, Any]:
+        assert self.principal is not None
+        command = ShardCommand(kind=kind, conversation_id=cid,  # type: ignore[arg-type]
+                               actor_id=self.principal.id, actor_role=self.principal.role,
+                               **fields)
+        return await self.core.shards.submit(command)
+
+    async def _send(self, frame: Send) -> None:
+        assert self.principal is not None
+        if len(frame.text) > self.core.config.limits.max_text_chars:
+            raise TooLarge(f"text: longer than {self.core.config.limits.max_text_chars} "
+                           "characters", frame.client_msg_id)
+        cid = frame.conversation_id
+        if cid is None:
+            if self.principal.is_agent:
+                raise BadRequest("conversation_id: field required for agents",
+                                 frame.client_msg_id)
+            cid = await self.core.open_conversation_of(self.principal.id)
+        try:
+            ack = await self._command("send", cid, client_msg_id=frame.client_msg_id,
+                                      text=frame.text)
+        except ConversationClosed:
+            # A closed conversation reopens as a new one when the customer writes again.
+            cid = await self.core.open_conversation_of(self.principal.id, closed=cid)
+            ack = await self._command("send", cid, client_msg_id=frame.client_msg_id,
+                                      text=frame.text)
+        except RaydeskError as exc:
+            exc.ref = frame.client_msg_id
+            raise
+        self.send(dump_ack(ack))
+
+    async def _sync(self, frame: Sync) -> None:
+        assert self.principal is not None
+        store = self.core.store
+        state = await store.conversation_state(frame.conversation_id)
+        if not state:
+            raise NotFound(f"conversation {frame.conversation_id} not found")
+        conv = Conversation.from_state(frame.conversation_id, state)
+        conv.check_can_read(self.principal.id, self.principal.is_agent)
+        messages = await store.messages(frame.conversation_id, frame.since, SYNC_PAGE)
+        for message in messages:
+            self.send(message)
+        # Seqs have no gaps, so the last one sent is since + count. The log may have grown
+        # since the state was read: never report less than what was sent.
+        last_sent = frame.since + len(messages)
+        last_seq = max(conv.last_seq, last_sent if messages else 0)
+        more = len(messages) == SYNC_PAGE and last_sent < last_seq
+        self.send(dump(Synced(conversation_id=conv.id, last_seq=last_seq, more=more)))
+
+
+class RateLimitedFrame(Exception):
+    pass
+
+
+def dump_error(exc: RaydeskError, ref: str | None = None) -> str:
+    frame = exc.frame()
+    if ref is not None:
+        frame["ref"] = ref
+    return json.dumps(frame)
+
+
+def dump_ack(ack: dict[str, Any]) -> str:
+    return json.dumps(ack, separators=(",", ":"))
+
+
+def new_conversation_id() -> str:
+    return f"c_{uuid.uuid4().hex[:22]}"

@@ -1,0 +1,34 @@
+"""What every raydesk process needs to run: the validated config and resolved secrets.
+
+Built once by the launcher (``raydesk serve``) and passed to the actors and gateway
+replicas as their constructor argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raydesk.config import Config
+from raydesk.placement import shard_name
+
+
+@dataclass(frozen=True)
+class Settings:
+    config: Config
+    store_url: str
+    store_password: str | None
+    signing_key: str
+    admin_token: str
+    shard_count: int
+
+    @property
+    def namespace(self) -> str:
+        return self.config.cluster.namespace
+
+    @property
+    def shard_names(self) -> list[str]:
+        return [shard_name(self.namespace, i) for i in range(self.shard_count)]
+
+    @property
+    def router_name(self) -> str:
+        return f"{self.namespace}-router"

@@ -1,0 +1,267 @@
+"""The store: conversations, participants and the change feed in Valkey/Redis.
+
+Layout (``{cid}`` is a hash tag so a conversation's keys share a cluster slot):
+
+- ``rd:c:{cid}:log``   stream, one entry per message, entry id ``<seq>-0``, field ``f``
+                       holding the message frame exactly as clients receive it
+- ``rd:c:{cid}:st``    hash, the conversation's state (status, customer, assignee, ...)
+- ``rd:c:{cid}:dd``    hash, ``client_msg_id`` -> ``seq|message_id|ts`` (dedupe)
+- ``rd:c:{cid}:rd``    hash, participant id -> read cursor (seq)
+- ``rd:changes``       sorted set, conversation id -> change counter (``rd:changes:n``)
+- ``rd:queue``         sorted set, queued conversation id -> time it was queued (ms)
+- ``rd:v:{vid}``       hash, a visitor; ``rd:v:{vid}:convs`` sorted set of its conversations
+- ``rd:a:{aid}``       hash, an agent; ``rd:a:{aid}:convs`` set of its open conversations;
+                       ``rd:agents`` set of agent ids; ``rd:email:<email>`` -> agent id
+- channel ``rd:ev:<participant id>``: every event for that participant's connections
+
+Every change to a conversation is one :meth:`Store.commit`: one Lua call that checks the
+dedupe map and the sequence fence, appends the messages, updates state, queue and
+membership, bumps the change feed and publishes the events, atomically. Commits of many
+conversations that arrive together share one pipelined round trip (group commit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from raydesk.batching import Batcher
+from raydesk.errors import Unavailable
+
+CHANGES = "rd:changes"
+CHANGES_COUNTER = "rd:changes:n"
+QUEUE = "rd:queue"
+AGENTS = "rd:agents"
+FAQ = "rd:faq"
+
+
+def log_key(cid: str) -> str:
+    return f"rd:c:{{{cid}}}:log"
+
+
+def state_key(cid: str) -> str:
+    return f"rd:c:{{{cid}}}:st"
+
+
+def dedupe_key(cid: str) -> str:
+    return f"rd:c:{{{cid}}}:dd"
+
+
+def reads_key(cid: str) -> str:
+    return f"rd:c:{{{cid}}}:rd"
+
+
+def visitor_key(vid: str) -> str:
+    return f"rd:v:{vid}"
+
+
+def visitor_convs_key(vid: str) -> str:
+    return f"rd:v:{vid}:convs"
+
+
+def agent_key(aid: str) -> str:
+    return f"rd:a:{aid}"
+
+
+def agent_convs_key(aid: str) -> str:
+    return f"rd:a:{aid}:convs"
+
+
+def email_key(email: str) -> str:
+    return f"rd:email:{email.strip().lower()}"
+
+
+def channel(participant_id: str) -> str:
+    return f"rd:ev:{participant_id}"
+
+
+# KEYS: 1 log, 2 state, 3 dedupe, 4 changes, 5 changes counter, 6.. keys named by ops.
+# ARGV[1]: JSON {cid, expect, dedupe?, dedupe_value?, messages[], state[], ops[], publish[]}
+_COMMIT = """
+local p = cjson.decode(ARGV[1])
+if p.dedupe then
+  local prev = redis.call('HGET', KEYS[3], p.dedupe)
+  if prev then return {'dup', prev} end
+end
+local last = tonumber(redis.call('HGET', KEYS[2], 'last_seq') or '0')
+if last ~= p.expect then return {'stale', tostring(last)} end
+for i, m in ipairs(p.messages) do
+  redis.call('XADD', KEYS[1], (p.expect + i) .. '-0', 'f', m)
+end
+if p.dedupe then redis.call('HSET', KEYS[3], p.dedupe, p.dedupe_value) end
+if #p.state > 0 then redis.call('HSET', KEYS[2], unpack(p.state)) end
+for _, op in ipairs(p.ops) do
+  local cmd = op[1]
+  local key = KEYS[op[2]]
+  if cmd == 'HDELIFEQ' then
+    if redis.call('HGET', key, op[3]) == op[4] then redis.call('HDEL', key, op[3]) end
+  elseif cmd == 'HSETMAX' then
+    if tonumber(redis.call('HGET', key, op[3]) or '-1') < tonumber(op[4]) then
+      redis.call('HSET', key, op[3], op[4])
+    end
+  else
+    redis.call(cmd, key, unpack(op, 3))
+  end
+end
+local n = redis.call('INCR', KEYS[5])
+redis.call('ZADD', KEYS[4], n, p.cid)
+for _, pub in ipairs(p.publish) do redis.call('PUBLISH', pub[1], pub[2]) end
+return {'ok', tostring(n)}
+"""
+
+
+@dataclass
+class Commit:
+    """One atomic change to one conversation (see the module docstring)."""
+
+    cid: str
+    expect: int
+    messages: list[str] = field(default_factory=list)
+    state: dict[str, str] = field(default_factory=dict)
+    # (command, key, *args) on keys other than the conversation's own, e.g.
+    # ("ZADD", QUEUE, ts, cid); ("HDELIFEQ", key, field, value) deletes a hash field if it
+    # holds that value; ("HSETMAX", key, field, n) sets it only if n is larger.
+    ops: list[tuple[Any, ...]] = field(default_factory=list)
+    publish: list[tuple[str, str]] = field(default_factory=list)
+    dedupe: str | None = None
+    dedupe_value: str | None = None
+
+    def encode(self) -> tuple[list[str], str]:
+        keys = [log_key(self.cid), state_key(self.cid), dedupe_key(self.cid), CHANGES,
+                CHANGES_COUNTER]
+        ops = []
+        for command, key, *args in self.ops:
+            keys.append(key)
+            ops.append([command, len(keys), *[str(a) for a in args]])
+        state = [item for pair in self.state.items() for item in pair]
+        payload = {
+            "cid": self.cid, "expect": self.expect, "messages": self.messages,
+            "state": state, "ops": ops, "publish": [list(p) for p in self.publish],
+        }
+        if self.dedupe is not None:
+            payload["dedupe"] = self.dedupe
+            payload["dedupe_value"] = self.dedupe_value
+        return keys, json.dumps(payload, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """``ok`` (applied), ``dup`` (``value`` is the stored dedupe value) or ``stale``
+    (the store's last seq, ``value``, differs from the expected one: nothing applied)."""
+
+    outcome: str
+    value: str
+
+
+def _store_errors(exc: RedisError) -> Unavailable:
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return Unavailable("the store is unreachable, try again")
+    return Unavailable("the store refused the request, try again")
+
+
+class Store:
+    """Async access to the store; one instance per process (it owns a connection pool)."""
+
+    def __init__(self, url: str, password: str | None = None) -> None:
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, password=password, decode_responses=True, socket_connect_timeout=5,
+            socket_timeout=10, health_check_interval=30,
+        )
+        self._commit_sha = hashlib.sha1(_COMMIT.encode()).hexdigest()
+        # One flush at a time: pipelines on two connections could interleave.
+        self._commits: Batcher[Commit, CommitResult] = Batcher(self._flush_commits,
+                                                               max_in_flight=1)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except RedisError:
+            return False
+
+    async def commit(self, change: Commit) -> CommitResult:
+        """Apply one conversation change atomically; returns when the store has it."""
+        return await self._commits.submit(change)
+
+    async def _flush_commits(self, changes: list[Commit]) -> Sequence[CommitResult]:
+        encoded = [change.encode() for change in changes]
+        try:
+            replies = await self._evalsha_all(encoded)
+            if any(isinstance(r, NoScriptError) for r in replies):
+                # The server restarted or flushed its scripts: nothing ran, load and redo.
+                self._commit_sha = await self.redis.script_load(_COMMIT)
+                replies = await self._evalsha_all(encoded)
+        except RedisError as exc:
+            raise _store_errors(exc) from exc
+        results: list[CommitResult | BaseException] = []
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                results.append(_store_errors(reply) if isinstance(reply, RedisError) else reply)
+            else:
+                results.append(CommitResult(outcome=reply[0], value=reply[1]))
+        return results  # type: ignore[return-value]
+
+    async def _evalsha_all(self, encoded: list[tuple[list[str], str]]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, arg in encoded:
+                pipe.evalsha(self._commit_sha, len(keys), *keys, arg)
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def call(self, command: str, *args: Any) -> Any:
+        """Run one command, with store failures turned into ``unavailable``."""
+        try:
+            return await self.redis.execute_command(command, *args)
+        except RedisError as exc:
+            raise _store_errors(exc) from exc
+
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run several commands in one round trip (not atomic)."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return list(await pipe.execute())
+        except RedisError as exc:
+            raise _store_errors(exc) from exc
+
+    # --- reads -------------------------------------------------------------------------
+
+    async def conversation_state(self, cid: str) -> dict[str, str]:
+        return dict(await self.call("HGETALL", state_key(cid)))
+
+    async def messages(self, cid: str, since: int, limit: int) -> list[str]:
+        """Stored message frames with seq > since, ascending, at most ``limit``."""
+        entries = await self.call("XRANGE", log_key(cid), f"{since + 1}-0", "+",
+                                  "COUNT", limit)
+        return [fields["f"] for _, fields in entries]
+
+    async def states(self, cids: Sequence[str]) -> list[dict[str, str]]:
+        replies = await self.pipeline([("HGETALL", state_key(cid)) for cid in cids])
+        return [dict(r) for r in replies]
+
+    async def changes_since(self, cursor: int, limit: int) -> tuple[list[str], int]:
+        """Conversations changed after ``cursor``, oldest change first, and the new cursor."""
+        try:
+            rows = await self.redis.zrangebyscore(CHANGES, f"({cursor}", "+inf", start=0,
+                                                  num=limit, withscores=True)
+        except RedisError as exc:
+            raise _store_errors(exc) from exc
+        if not rows:
+            current = await self.call("GET", CHANGES_COUNTER)
+            return [], max(cursor, int(current or 0))
+        return [cid for cid, _ in rows], int(float(rows[-1][1]))
+
+    async def publish(self, events: Sequence[tuple[str, str]]) -> None:
+        if events:
+            await self.pipeline([("PUBLISH", ch, payload) for ch, payload in events])

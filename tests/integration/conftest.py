@@ -1,0 +1,76 @@
+"""One Ray session, one Valkey and one running raydesk for the whole integration suite."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from raydesk.config import load_config
+from raydesk.embedded_store import free_port
+from raydesk.runtime import Runtime
+from tests.integration.client import Api, Client
+
+pytestmark = pytest.mark.integration
+
+# Short enough that the tests of these limits take seconds, long enough that a busy
+# machine does not trip them elsewhere.
+TEST_LIMITS = {"messages_per_s": 100.0, "burst": 100, "rate_limit_strikes": 10}
+TEST_WEBSOCKET = {"hello_timeout_s": 2.0, "heartbeat_s": 1, "heartbeat_timeout_s": 4.0}
+
+
+@pytest.fixture(scope="session")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    data = tmp_path_factory.mktemp("raydesk-data")
+    os.environ.pop("RAYDESK_ADMIN_TOKEN", None)
+    config = load_config(None, data_dir=str(data), server={"port": free_port()},
+                         cluster={"shards": 2, "namespace": f"t{uuid.uuid4().hex[:8]}"},
+                         limits=TEST_LIMITS, websocket=TEST_WEBSOCKET,
+                         routing={"presence_lease_s": 2.0})
+    rt = Runtime(config)
+    rt.start()
+    yield rt
+    rt.stop()
+
+
+@pytest.fixture(scope="session")
+def data_dir(runtime: Runtime) -> Path:
+    return runtime.config.data_path
+
+
+@pytest.fixture
+def ws_url(runtime: Runtime) -> str:
+    return runtime.url.replace("http", "ws", 1) + "/v1/ws"
+
+
+@pytest.fixture
+async def api(runtime: Runtime) -> AsyncIterator[Api]:
+    assert runtime.secrets is not None
+    client = Api(runtime.url, runtime.secrets.admin_token)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def connect(ws_url: str) -> AsyncIterator[object]:
+    """``await connect(token)`` opens a client; all are closed at the end of the test."""
+    opened: list[Client] = []
+
+    async def _connect(token: str, ping_every: float | None = 1.0) -> Client:
+        client = await Client(ws_url, token, ping_every).connect()
+        opened.append(client)
+        return client
+
+    yield _connect
+    for client in opened:
+        await client.close()
+
+
+@pytest.fixture
+def skill() -> str:
+    """A skill no other test uses, so queued conversations of one test never reach the
+    agents of another."""
+    return f"s{uuid.uuid4().hex[:10]}"
