@@ -96,8 +96,9 @@ class Runtime:
         ray.get(router.ready.remote())
         self.actors = [*shards, router]
 
-    def stop(self) -> None:
-        """Stop gateways first (clients get 1012), then actors, then the store."""
+    def stop(self, keep_ray: bool = False) -> None:
+        """Stop gateways first (clients get 1012), then actors, then the store; then Ray,
+        if this runtime started it and ``keep_ray`` is false."""
         try:
             serve.delete(APP_NAME)
         except Exception:
@@ -111,7 +112,7 @@ class Runtime:
         if self.store is not None:
             self.store.stop()
             self.store = None
-        if self.started_ray:
+        if self.started_ray and not keep_ray:
             serve.shutdown()
             ray.shutdown()
             self.started_ray = False

@@ -1,0 +1,479 @@
+"""raydesk.decide: the pure decision of every shard command (seqs, commit, fan-out)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from raydesk import decide
+from raydesk import store as keys
+from raydesk.conversation import Conversation, IllegalTransition, Status
+from raydesk.decide import ConversationClosed
+from raydesk.errors import BadRequest, Conflict, Forbidden, NotFound
+from raydesk.schema import Message, ShardCommand
+
+NOW = 1_700_000_000_000
+VISITOR_CARD = {"id": "v1", "name": "Vi", "email": None, "attributes": {}}
+
+
+def _conv(status: Status = Status.ASSIGNED, last_seq: int = 5,
+          assignee: str | None = "a1", skill: str | None = "billing") -> Conversation:
+    return Conversation(id="c1", customer="v1", status=status, last_seq=last_seq,
+                        assignee=assignee, skill=skill, created_ts=1, updated_ts=2)
+
+
+def _cmd(kind: str = "send", actor: str = "v1", role: str = "customer",
+         **fields: Any) -> ShardCommand:
+    if kind == "send":
+        fields.setdefault("client_msg_id", "m-1")
+        fields.setdefault("text", "hello")
+    return ShardCommand(kind=kind, conversation_id="c1", actor_id=actor,  # type: ignore[arg-type]
+                        actor_role=role, **fields)  # type: ignore[arg-type]
+
+
+def _messages(commit: keys.Commit) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in commit.messages]
+
+
+def _channels(publish: list[tuple[str, str]]) -> list[str]:
+    return [channel for channel, _ in publish]
+
+
+# --- open_conversation -----------------------------------------------------------------
+
+
+def _open(skill: str | None = "billing") -> decide.Decision:
+    visitor = {"skill": skill or "", "inbox": "web"}
+    return decide.open_conversation(_cmd(), visitor, NOW, ["id-1", "id-2", "id-3"])
+
+
+def test_open_conversation_stores_opened_message_queued_as_seqs_1_2_3() -> None:
+    """Opening stores 'opened' (1), the customer's message (2) and 'queued' (3)."""
+    decision = _open()
+    assert decision.commit is not None
+    msgs = _messages(decision.commit)
+    assert [m["seq"] for m in msgs] == [1, 2, 3]
+    assert [m["message_id"] for m in msgs] == ["id-1", "id-2", "id-3"]
+    assert msgs[0]["sender"] == {"role": "system", "id": "raydesk"}
+    assert msgs[0]["event"]["kind"] == "opened"
+    assert msgs[1]["sender"] == {"role": "customer", "id": "v1"}
+    assert msgs[1]["text"] == "hello"
+    assert msgs[1]["client_msg_id"] == "m-1"
+    assert msgs[2]["event"] == {"kind": "queued", "skill": "billing"}
+    assert all(m["conversation_id"] == "c1" and m["ts"] == NOW for m in msgs)
+    for m in msgs:
+        Message.model_validate(m)
+
+
+def test_open_conversation_acks_seq_2() -> None:
+    """The customer's ack names seq 2, the message's id and the time."""
+    assert _open().reply == {"type": "ack", "client_msg_id": "m-1", "conversation_id": "c1",
+                             "seq": 2, "message_id": "id-2", "ts": NOW}
+
+
+def test_open_conversation_commit_fence_and_dedupe() -> None:
+    """The commit expects an empty log and dedupes the client_msg_id onto seq 2."""
+    commit = _open().commit
+    assert commit is not None
+    assert commit.cid == "c1"
+    assert commit.expect == 0
+    assert commit.dedupe == "m-1"
+    assert commit.dedupe_value == f"2|id-2|{NOW}"
+    assert decide.ack_from_dedupe(_cmd(), commit.dedupe_value) == _open().reply
+
+
+def test_open_conversation_state_is_queued_at_seq_3() -> None:
+    """The conversation after opening is queued, with last_seq 3 and its skill."""
+    decision = _open()
+    conv = decision.conversation
+    assert (conv.id, conv.customer, conv.status, conv.last_seq) == (
+        "c1", "v1", Status.QUEUED, 3)
+    assert conv.assignee is None
+    assert (conv.skill, conv.inbox, conv.created_ts, conv.updated_ts) == (
+        "billing", "web", NOW, NOW)
+    assert decision.commit is not None
+    assert decision.commit.state == conv.to_state()
+
+
+def test_open_conversation_publishes_every_message_to_the_customer() -> None:
+    """All three messages go, in order, to the customer's channel."""
+    commit = _open().commit
+    assert commit is not None
+    assert commit.publish == [(keys.channel("v1"), m) for m in commit.messages]
+
+
+def test_open_conversation_queues_and_tells_the_router() -> None:
+    """Opening adds the conversation to the queue and the visitor's list and enqueues it."""
+    decision = _open()
+    assert decision.commit is not None
+    assert ("ZADD", keys.QUEUE, NOW, "c1") in decision.commit.ops
+    assert ("ZADD", keys.visitor_convs_key("v1"), NOW, "c1") in decision.commit.ops
+    assert decision.router == [("enqueued", ("c1", "billing", NOW))]
+
+
+def test_open_conversation_without_skill() -> None:
+    """A visitor without a skill opens a conversation with skill None."""
+    decision = _open(skill=None)
+    assert decision.conversation.skill is None
+    assert decision.router == [("enqueued", ("c1", None, NOW))]
+
+
+# --- send_message ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("actor", "role", "wire_role"), [
+    ("v1", "customer", "customer"), ("a1", "agent", "agent")])
+def test_send_message_takes_the_next_seq(actor: str, role: str, wire_role: str) -> None:
+    """A participant's message takes last_seq+1, fenced on last_seq, deduped, and acked."""
+    decision = decide.send_message(_conv(), _cmd(actor=actor, role=role), NOW, "mid")
+    commit = decision.commit
+    assert commit is not None
+    assert commit.expect == 5
+    (msg,) = _messages(commit)
+    assert msg["seq"] == 6
+    assert msg["sender"] == {"role": wire_role, "id": actor}
+    assert msg["client_msg_id"] == "m-1"
+    assert commit.dedupe == "m-1"
+    assert commit.dedupe_value == f"6|mid|{NOW}"
+    assert commit.state == {"last_seq": "6", "updated_ts": str(NOW)}
+    assert decision.reply == {"type": "ack", "client_msg_id": "m-1", "conversation_id": "c1",
+                              "seq": 6, "message_id": "mid", "ts": NOW}
+    assert decision.conversation.last_seq == 6
+    assert decision.conversation.updated_ts == NOW
+    assert decision.router == []
+
+
+def test_send_message_does_not_mutate_the_input() -> None:
+    """The conversation passed in is unchanged (a failed commit changes nothing)."""
+    conv = _conv()
+    before = conv.to_state()
+    decide.send_message(conv, _cmd(), NOW, "mid")
+    assert conv.to_state() == before
+
+
+def test_send_message_publishes_to_every_participant() -> None:
+    """The stored frame goes to the customer's and the agent's channel, sender included."""
+    commit = decide.send_message(_conv(), _cmd(), NOW, "mid").commit
+    assert commit is not None
+    assert commit.publish == [(keys.channel("v1"), commit.messages[0]),
+                              (keys.channel("a1"), commit.messages[0])]
+
+
+def test_send_message_in_queue_reaches_only_the_customer() -> None:
+    """Without an assignee, a message is published to the customer alone."""
+    commit = decide.send_message(_conv(Status.QUEUED, assignee=None), _cmd(), NOW, "m").commit
+    assert commit is not None
+    assert _channels(commit.publish) == [keys.channel("v1")]
+
+
+def test_send_into_closed_conversation_customer_gets_conversation_closed() -> None:
+    """A customer writing into a closed conversation gets ConversationClosed (a Conflict)."""
+    with pytest.raises(ConversationClosed) as info:
+        decide.send_message(_conv(Status.CLOSED), _cmd(), NOW, "mid")
+    assert isinstance(info.value, Conflict)
+
+
+def test_send_into_closed_conversation_agent_gets_plain_conflict() -> None:
+    """An agent writing into a closed conversation gets a Conflict that is not reopening."""
+    with pytest.raises(Conflict) as info:
+        decide.send_message(_conv(Status.CLOSED), _cmd(actor="a1", role="agent"), NOW, "m")
+    assert not isinstance(info.value, ConversationClosed)
+
+
+def test_send_by_non_participants_is_refused() -> None:
+    """Another agent gets Forbidden; another customer gets NotFound."""
+    with pytest.raises(Forbidden):
+        decide.send_message(_conv(), _cmd(actor="a2", role="agent"), NOW, "mid")
+    with pytest.raises(NotFound):
+        decide.send_message(_conv(), _cmd(actor="v2"), NOW, "mid")
+
+
+# --- ack_from_dedupe -------------------------------------------------------------------
+
+
+def test_ack_from_dedupe_rebuilds_the_original_ack() -> None:
+    """A duplicate send is answered with the first ack, rebuilt from the dedupe value."""
+    first = decide.send_message(_conv(), _cmd(), NOW, "mid")
+    assert first.commit is not None and first.commit.dedupe_value is not None
+    again = decide.ack_from_dedupe(_cmd(), first.commit.dedupe_value)
+    assert again == first.reply
+    assert isinstance(again["seq"], int) and isinstance(again["ts"], int)
+
+
+# --- typing ----------------------------------------------------------------------------
+
+
+def test_typing_is_a_signal_to_the_others_only() -> None:
+    """Typing stores nothing and is sent to every participant except the sender."""
+    decision = decide.typing(_conv(), _cmd("typing", actor="a1", role="agent", on=True))
+    assert decision.commit is None
+    assert decision.reply == {"type": "ok"}
+    assert _channels(decision.signals) == [keys.channel("v1")]
+    frame = json.loads(decision.signals[0][1])
+    assert frame == {"type": "typing", "conversation_id": "c1",
+                     "sender": {"role": "agent", "id": "a1"}, "on": True}
+
+
+def test_typing_off_from_customer() -> None:
+    """A customer's typing-off reaches the agent with on false."""
+    decision = decide.typing(_conv(), _cmd("typing", on=False))
+    assert _channels(decision.signals) == [keys.channel("a1")]
+    assert json.loads(decision.signals[0][1])["on"] is False
+
+
+def test_typing_alone_in_queue_goes_nowhere() -> None:
+    """A customer typing while nobody is assigned signals no one."""
+    decision = decide.typing(_conv(Status.QUEUED, assignee=None), _cmd("typing", on=True))
+    assert decision.signals == []
+
+
+def test_typing_by_non_participant_is_refused() -> None:
+    """Typing into somebody else's conversation is refused."""
+    with pytest.raises(Forbidden):
+        decide.typing(_conv(), _cmd("typing", actor="a2", role="agent", on=True))
+    with pytest.raises(NotFound):
+        decide.typing(_conv(), _cmd("typing", actor="v2", on=True))
+
+
+# --- read ------------------------------------------------------------------------------
+
+
+def test_read_stores_a_monotonic_cursor_and_tells_the_others() -> None:
+    """A read stores the cursor with HSETMAX, fenced on last_seq, and tells the others."""
+    decision = decide.read(_conv(), _cmd("read", seq=4))
+    commit = decision.commit
+    assert commit is not None
+    assert commit.expect == 5
+    assert commit.messages == []
+    assert commit.ops == [("HSETMAX", keys.reads_key("c1"), "v1", 4)]
+    assert commit.dedupe is None
+    assert _channels(commit.publish) == [keys.channel("a1")]
+    assert json.loads(commit.publish[0][1]) == {
+        "type": "read", "conversation_id": "c1", "sender": {"role": "customer", "id": "v1"},
+        "seq": 4}
+    assert decision.conversation.last_seq == 5
+    assert decision.reply == {"type": "ok"}
+
+
+def test_read_up_to_last_seq_is_allowed() -> None:
+    """Reading exactly up to last_seq is fine."""
+    commit = decide.read(_conv(), _cmd("read", actor="a1", role="agent", seq=5)).commit
+    assert commit is not None
+    assert commit.ops[0][2:] == ("a1", 5)
+
+
+def test_read_beyond_last_seq_is_bad_request() -> None:
+    """A read cursor past the last message is a bad_request naming seq."""
+    with pytest.raises(BadRequest, match="^seq"):
+        decide.read(_conv(), _cmd("read", seq=6))
+
+
+def test_read_by_non_participant_is_refused() -> None:
+    """A non-participant cannot move a read cursor."""
+    with pytest.raises(Forbidden):
+        decide.read(_conv(), _cmd("read", actor="a9", role="agent", seq=1))
+
+
+# --- close -----------------------------------------------------------------------------
+
+
+def test_close_assigned_by_agent() -> None:
+    """Closing stores a 'closed' message, frees the agent and tells the router 'released'."""
+    decision = decide.close(_conv(), _cmd("close", actor="a1", role="agent"), NOW, "mid")
+    commit = decision.commit
+    assert commit is not None
+    assert commit.expect == 5
+    (msg,) = _messages(commit)
+    assert msg["seq"] == 6
+    assert msg["event"] == {"kind": "closed", "by": "a1"}
+    after = decision.conversation
+    assert (after.status, after.last_seq, after.updated_ts) == (Status.CLOSED, 6, NOW)
+    assert commit.state == after.to_state()
+    assert ("SREM", keys.agent_convs_key("a1"), "c1") in commit.ops
+    assert ("ZREM", keys.QUEUE, "c1") in commit.ops
+    assert ("HDELIFEQ", keys.visitor_key("v1"), "open", "c1") in commit.ops
+    assert _channels(commit.publish) == [keys.channel("v1"), keys.channel("a1")]
+    assert decision.router == [("released", ("a1", "c1"))]
+    assert decision.reply == {"type": "ok", "last_seq": 6}
+
+
+def test_close_queued_by_customer_dequeues() -> None:
+    """A customer closing a queued conversation takes it off the queue ('dequeued')."""
+    decision = decide.close(_conv(Status.QUEUED, assignee=None), _cmd("close"), NOW, "mid")
+    assert decision.commit is not None
+    assert decision.router == [("dequeued", ("c1",))]
+    assert not any(op[0] == "SREM" for op in decision.commit.ops)
+    assert _channels(decision.commit.publish) == [keys.channel("v1")]
+
+
+def test_admin_closes_any_conversation() -> None:
+    """An admin closes a conversation it does not take part in."""
+    decision = decide.close(_conv(), _cmd("close", actor="boss", role="admin"), NOW, "mid")
+    assert decision.conversation.status is Status.CLOSED
+
+
+def test_close_by_non_participant_is_refused() -> None:
+    """An unassigned agent cannot close; another customer gets NotFound."""
+    with pytest.raises(Forbidden):
+        decide.close(_conv(), _cmd("close", actor="a2", role="agent"), NOW, "mid")
+    with pytest.raises(NotFound):
+        decide.close(_conv(), _cmd("close", actor="v2"), NOW, "mid")
+
+
+def test_close_twice_is_illegal() -> None:
+    """Closing a closed conversation is an IllegalTransition (a Conflict)."""
+    with pytest.raises(IllegalTransition):
+        decide.close(_conv(Status.CLOSED), _cmd("close"), NOW, "mid")
+
+
+# --- assign ----------------------------------------------------------------------------
+
+
+def _assign(conv: Conversation, agent: str = "a7",
+            reason: dict[str, Any] | None = None) -> decide.Decision:
+    cmd = _cmd("assign", actor="router", role="router", to_agent=agent, reason=reason)
+    return decide.assign(conv, cmd, NOW, "mid", VISITOR_CARD)
+
+
+def test_assign_queued_conversation() -> None:
+    """Assigning stores an 'assigned' message, moves it off the queue onto the agent."""
+    decision = _assign(_conv(Status.QUEUED, assignee=None), reason={"score": 0.5})
+    commit = decision.commit
+    assert commit is not None
+    assert commit.expect == 5
+    (msg,) = _messages(commit)
+    assert msg["seq"] == 6
+    assert msg["event"] == {"kind": "assigned", "agent_id": "a7", "reason": {"score": 0.5}}
+    after = decision.conversation
+    assert (after.status, after.assignee, after.last_seq) == (Status.ASSIGNED, "a7", 6)
+    assert commit.state == after.to_state()
+    assert commit.ops == [("ZREM", keys.QUEUE, "c1"), ("SADD", keys.agent_convs_key("a7"),
+                                                       "c1")]
+    assert decision.reply == {"type": "ok", "last_seq": 6}
+
+
+def test_assign_publishes_message_to_both_and_assigned_to_the_agent() -> None:
+    """The customer and new agent get the system message; the agent also gets 'assigned'."""
+    commit = _assign(_conv(Status.QUEUED, assignee=None)).commit
+    assert commit is not None
+    assert commit.publish[:2] == [(keys.channel("v1"), commit.messages[0]),
+                                  (keys.channel("a7"), commit.messages[0])]
+    channel, frame = commit.publish[2]
+    assert channel == keys.channel("a7")
+    assert json.loads(frame) == {"type": "assigned", "conversation_id": "c1",
+                                 "visitor": VISITOR_CARD, "last_seq": 6}
+    assert len(commit.publish) == 3
+
+
+@pytest.mark.parametrize("status", [Status.BOT, Status.ASSIGNED, Status.CLOSED])
+def test_assign_when_not_queued_is_conflict(status: Status) -> None:
+    """Only a queued conversation can be assigned."""
+    with pytest.raises(Conflict, match="not queued"):
+        _assign(_conv(status))
+
+
+# --- transfer --------------------------------------------------------------------------
+
+
+def _transfer(conv: Conversation | None = None, actor: str = "a1", role: str = "agent",
+              **target: Any) -> decide.Decision:
+    return decide.transfer(conv or _conv(), _cmd("transfer", actor=actor, role=role, **target),
+                           NOW, "mid", VISITOR_CARD)
+
+
+def test_transfer_to_agent() -> None:
+    """A transfer to an agent moves the conversation between agents' sets and tells all."""
+    decision = _transfer(to_agent="a2")
+    commit = decision.commit
+    assert commit is not None
+    assert commit.expect == 5
+    (msg,) = _messages(commit)
+    assert msg["seq"] == 6
+    assert msg["event"] == {"kind": "transferred", "from_agent": "a1", "to_agent": "a2"}
+    after = decision.conversation
+    assert (after.status, after.assignee, after.last_seq) == (Status.ASSIGNED, "a2", 6)
+    assert commit.state == after.to_state()
+    assert commit.ops == [("SREM", keys.agent_convs_key("a1"), "c1"),
+                          ("SADD", keys.agent_convs_key("a2"), "c1")]
+    assert decision.router == [("released", ("a1", "c1"))]
+    frame = commit.messages[0]
+    assert sorted(ch for ch, f in commit.publish if f == frame) == sorted(
+        keys.channel(p) for p in ("v1", "a1", "a2"))
+    assigned = [(ch, json.loads(f)) for ch, f in commit.publish if f != frame]
+    assert assigned == [(keys.channel("a2"), {"type": "assigned", "conversation_id": "c1",
+                                              "visitor": VISITOR_CARD, "last_seq": 6})]
+
+
+def test_transfer_to_skill_requeues() -> None:
+    """A transfer to a skill requeues the conversation for that skill and frees the agent."""
+    decision = _transfer(to_skill="tech")
+    commit = decision.commit
+    assert commit is not None
+    (msg,) = _messages(commit)
+    assert msg["event"] == {"kind": "transferred", "from_agent": "a1", "to_skill": "tech"}
+    after = decision.conversation
+    assert (after.status, after.assignee, after.skill, after.last_seq) == (
+        Status.QUEUED, None, "tech", 6)
+    assert commit.state == after.to_state()
+    assert commit.ops == [("SREM", keys.agent_convs_key("a1"), "c1"),
+                          ("ZADD", keys.QUEUE, NOW, "c1")]
+    assert decision.router == [("released", ("a1", "c1")), ("enqueued", ("c1", "tech", NOW))]
+    assert sorted(_channels(commit.publish)) == sorted([keys.channel("v1"),
+                                                        keys.channel("a1")])
+
+
+def test_transfer_by_router_or_admin_is_allowed() -> None:
+    """The router and an admin may transfer a conversation they are not assigned."""
+    assert _transfer(actor="router", role="router", to_agent="a2").conversation.assignee == "a2"
+    assert _transfer(actor="boss", role="admin", to_skill="x").conversation.status is (
+        Status.QUEUED)
+
+
+def test_transfer_without_target_is_bad_request() -> None:
+    """A transfer naming neither to_agent nor to_skill is a bad_request."""
+    with pytest.raises(BadRequest, match="to_agent or to_skill"):
+        _transfer()
+
+
+def test_transfer_to_the_same_agent_is_conflict() -> None:
+    """Transferring to the current assignee is a Conflict."""
+    with pytest.raises(Conflict):
+        _transfer(to_agent="a1")
+
+
+def test_transfer_by_another_agent_or_customer_is_forbidden() -> None:
+    """Only the assignee (or router/admin) may transfer."""
+    with pytest.raises(Forbidden):
+        _transfer(actor="a2", to_agent="a3")
+    with pytest.raises(Forbidden):
+        _transfer(actor="v1", role="customer", to_skill="tech")
+
+
+@pytest.mark.parametrize("status", [Status.BOT, Status.QUEUED, Status.CLOSED])
+def test_transfer_when_not_assigned_is_conflict(status: Status) -> None:
+    """Only an assigned conversation can be transferred."""
+    with pytest.raises(Conflict, match="not assigned"):
+        _transfer(_conv(status, assignee=None), actor="router", role="router", to_agent="a2")
+
+
+# --- visitor_card ----------------------------------------------------------------------
+
+
+def test_visitor_card() -> None:
+    """The card carries the id, name, email and decoded attributes; blanks become None."""
+    card = decide.visitor_card("v1", {"name": "Vi", "email": "", "attributes": '{"plan": "pro"}',
+                                      "token_hash": "secret"})
+    assert card == {"id": "v1", "name": "Vi", "email": None, "attributes": {"plan": "pro"}}
+
+
+def test_visitor_card_without_attributes() -> None:
+    """A visitor without attributes gets an empty attribute map."""
+    assert decide.visitor_card("v2", {"skill": "x"})["attributes"] == {}
+
+
+def test_visitor_card_of_unknown_visitor_is_not_found() -> None:
+    """No visitor fields means NotFound."""
+    with pytest.raises(NotFound, match="v9"):
+        decide.visitor_card("v9", {})
