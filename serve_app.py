@@ -45,6 +45,8 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         ws_max_size=settings.config.limits.max_frame_bytes,
         # raydesk's own ping/pong and heartbeat timeout (4408) replace protocol pings.
         ws_ping_interval=None,
+        # Chat frames are small: compressing them cost more CPU than it saved bytes.
+        ws_per_message_deflate=False,
         lifespan="off",
         log_level="warning",
         access_log=False,
@@ -92,7 +94,31 @@ class Gateway:
         await self._core.hub.close()
 
 
-def gateway_app(settings: Settings) -> Application:
-    return Gateway.options(  # type: ignore[attr-defined]
-        num_replicas=settings.config.server.gateway_replicas).bind(settings)
+@serve.deployment(max_ongoing_requests=10_000, health_check_period_s=5,
+                  graceful_shutdown_timeout_s=5)
+@serve.ingress()
+class ProxiedGateway:
+    """The same gateway app behind Serve's HTTP proxy (``server.ingress: serve_proxy``).
 
+    Every frame then crosses the proxy; kept to measure against and for clusters where a
+    replica may not bind the public port.
+    """
+
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
+        logging.basicConfig(level=settings.config.log_level)
+        self._app, self._core = create_app(settings)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return self._app
+
+    async def __del__(self) -> None:
+        await self._core.close_all(CLOSE_RESTARTING)
+        await self._core.hub.close()
+
+
+def gateway_app(settings: Settings) -> Application:
+    deployment: Any = Gateway if settings.config.server.ingress == "reuseport" \
+        else ProxiedGateway
+    app: Application = deployment.options(
+        num_replicas=settings.config.server.gateway_replicas).bind(settings)
+    return app

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from raydesk import store as keys
-from raydesk.errors import Conflict, NotFound, RaydeskError, Unavailable
+from raydesk.errors import Conflict, Forbidden, NotFound, RaydeskError, Unavailable
 from raydesk.routing import PRESENCE_RANK, AgentSlot, WaitQueue, choose_agent
 from raydesk.schema import QueueEvent, ShardCommand, dump
 from raydesk.settings import Settings
@@ -119,6 +119,11 @@ class Router:
     async def transfer(self, cid: str, actor_id: str, actor_role: str,
                        to_agent: str | None, to_skill: str | None) -> dict[str, Any]:
         async with self._lock:
+            state = await self._store.conversation_state(cid)
+            if not state:
+                raise NotFound(f"conversation {cid} not found")
+            if actor_role != "admin" and state.get("assignee") != actor_id:
+                raise Forbidden(f"conversation {cid} is not assigned to you")
             if to_agent:
                 target = await self._slot(to_agent)
                 if target.presence == "offline":

@@ -25,7 +25,7 @@ import ray
 
 from raydesk import decide
 from raydesk import store as keys
-from raydesk.conversation import Conversation
+from raydesk.conversation import Conversation, Status
 from raydesk.errors import NotFound, RaydeskError, Unavailable
 from raydesk.schema import ShardCommand
 from raydesk.settings import Settings
@@ -130,6 +130,12 @@ class ConversationShard:
             decision = decide.open_conversation(
                 cmd, visitor, now, [new_message_id() for _ in range(3)])
         elif cmd.kind == "send":
+            if conv.status is Status.CLOSED:
+                # A resend of a message stored before the close gets its original ack.
+                stored = await self._store.call("HGET", keys.dedupe_key(conv.id),
+                                                decide.dedupe_field(cmd))
+                if stored:
+                    return decide.ack_from_dedupe(cmd, stored)
             decision = decide.send_message(conv, cmd, now, new_message_id())
         elif cmd.kind == "typing":
             decision = decide.typing(conv, cmd)

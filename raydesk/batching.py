@@ -63,7 +63,7 @@ class Batcher(Generic[Item, Result]):
             results = await self._flush([item for item, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"flush returned {len(results)} results for {len(batch)}")
-        except BaseException as exc:  # noqa: BLE001 - every caller must hear of it
+        except BaseException as exc:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

@@ -46,12 +46,22 @@ def serve(args: argparse.Namespace) -> int:
     from raydesk.runtime import Runtime
 
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+
+    def handle_signals() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
+
+    handle_signals()
     runtime = Runtime(config)
     print(f"raydesk: starting (data in {config.data_path}) ...", flush=True)
     try:
-        runtime.start()
+        # Ray's core worker installs a SIGTERM handler that aborts: put ours back.
+        runtime.start(on_ray_started=handle_signals)
+        if stop.is_set():
+            return 0
         assert runtime.secrets is not None
         ws_url = runtime.url.replace("http", "ws", 1) + "/v1/ws"
         print(f"raydesk is up: {runtime.url}\n"

@@ -23,9 +23,14 @@ class _Section(BaseModel):
 
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    # A fixed port: every gateway replica binds the same one (SO_REUSEPORT).
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
     # Gateway replicas share the port with SO_REUSEPORT; the kernel spreads connections.
     gateway_replicas: Annotated[int, Field(ge=1, le=64)] = 1
+    # "reuseport": each gateway replica serves the public port itself (measured cheapest,
+    # docs/explanation/architecture.md). "serve_proxy": through Serve's HTTP proxy, which
+    # RAY_SERVE_ENABLE_HA_PROXY=1 or RAY_SERVE_ENABLE_DIRECT_INGRESS=1 change further.
+    ingress: Literal["reuseport", "serve_proxy"] = "reuseport"
 
 
 class StoreConfig(_Section):
@@ -50,8 +55,9 @@ class LimitsConfig(_Section):
     burst: Annotated[int, Field(ge=1)] = 20
     # Rejections in a row (without an accepted frame between) before closing with 4429.
     rate_limit_strikes: Annotated[int, Field(ge=1)] = 20
-    # Frames waiting for a slow client; beyond this it is closed (1013) and resyncs.
-    outbox_frames: Annotated[int, Field(ge=10)] = 1000
+    # Frames waiting for a slow client; beyond this it is closed (1013) and resyncs. At
+    # least one sync page (500 messages + synced) must fit, or a sync could never finish.
+    outbox_frames: Annotated[int, Field(ge=600)] = 1000
 
 
 class WebSocketConfig(_Section):
@@ -63,7 +69,8 @@ class WebSocketConfig(_Section):
 
 
 class ClusterConfig(_Section):
-    # None: join a Ray cluster if RAY_ADDRESS is set, else start a local one.
+    # None: join the Ray cluster RAY_ADDRESS names, else start a new local one. "auto"
+    # joins the cluster `ray start` made on this machine.
     ray_address: str | None = None
     # None: one shard per CPU of the cluster (at least 2).
     shards: Annotated[int, Field(ge=1, le=1024)] | None = None
@@ -95,15 +102,31 @@ class Config(_Section):
         return Path(self.data_dir).expanduser().resolve()
 
 
+# Values never echoed back in an error message.
+_SECRET_KEYS = {"auth.admin_token", "store.url"}
+
+
 def _explain(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key")
+        elif key in _SECRET_KEYS:
+            lines.append(f"{key}: {item['msg']}")
         else:
             lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"invalid configuration:\n  {name}: must be a mapping of keys "
+                          f"(got {value!r})")
+    return value
 
 
 def _env_overrides(raw: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +137,7 @@ def _env_overrides(raw: dict[str, Any]) -> dict[str, Any]:
     }.items():
         value = os.environ.get(env)
         if value:
-            merged[section] = {**(merged.get(section) or {}), key: value}
+            merged[section] = {**_section(merged, section), key: value}
     return merged
 
 
@@ -140,7 +163,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         raw = loaded or {}
     for section, values in overrides.items():
         if isinstance(values, dict):
-            raw[section] = {**(raw.get(section) or {}), **values}
+            raw[section] = {**_section(raw, section), **values}
         else:
             raw[section] = values
     try:

@@ -50,6 +50,11 @@ def _publish(participants: list[str], frames: list[str]) -> list[tuple[str, str]
     return [(keys.channel(p), frame) for frame in frames for p in participants]
 
 
+def dedupe_field(cmd: ShardCommand) -> str:
+    """Dedupe is per sender: a customer's and an agent's ``client_msg_id`` may coincide."""
+    return f"{cmd.actor_id}|{cmd.client_msg_id}"
+
+
 def ack_from_dedupe(cmd: ShardCommand, value: str) -> dict[str, Any]:
     seq, message_id, ts = value.split("|")
     return {"type": "ack", "client_msg_id": cmd.client_msg_id, "conversation_id":
@@ -100,7 +105,7 @@ def send_message(conv: Conversation, cmd: ShardCommand, now: int, message_id: st
     commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame],
                          state={"last_seq": str(seq), "updated_ts": str(now)},
                          publish=_publish(conv.participants, [frame]),
-                         dedupe=cmd.client_msg_id, dedupe_value=f"{seq}|{message_id}|{now}")
+                         dedupe=dedupe_field(cmd), dedupe_value=f"{seq}|{message_id}|{now}")
     reply = {"type": "ack", "client_msg_id": cmd.client_msg_id, "conversation_id": conv.id,
              "seq": seq, "message_id": message_id, "ts": now}
     return Decision(after, commit, reply)
@@ -168,8 +173,8 @@ def assign(conv: Conversation, cmd: ShardCommand, now: int, message_id: str,
                          state=after.to_state(),
                          ops=[("ZREM", keys.QUEUE, conv.id),
                               ("SADD", keys.agent_convs_key(agent), conv.id)],
-                         publish=_publish(after.participants, [frame])
-                         + [(keys.channel(agent), assigned)])
+                         publish=[*_publish(after.participants, [frame]),
+                                  (keys.channel(agent), assigned)])
     return Decision(after, commit, {"type": "ok", "last_seq": seq})
 
 

@@ -12,24 +12,42 @@ import json
 import logging
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import ray
 from fastapi import Depends, FastAPI, Header, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ray.exceptions import RayError, RayTaskError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raydesk import __version__
 from raydesk import store as keys
 from raydesk.auth import Principal, Tokens, hash_password, verify_password
 from raydesk.conversation import Conversation
-from raydesk.errors import (BadRequest, Conflict, Forbidden, NotFound, RaydeskError,
-                            Unauthorized, Unavailable)
+from raydesk.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    RaydeskError,
+    Unauthorized,
+    Unavailable,
+)
 from raydesk.hub import Hub
-from raydesk.schema import (AgentCreate, AgentCreated, ConversationInfo, ConversationPage,
-                            FaqReplace, FaqReplaced, Login, LoginResult, MessagePage,
-                            VisitorCreate, VisitorCreated)
+from raydesk.schema import (
+    AgentCreate,
+    AgentCreated,
+    ConversationInfo,
+    ConversationPage,
+    FaqReplace,
+    FaqReplaced,
+    Login,
+    LoginResult,
+    MessagePage,
+    VisitorCreate,
+    VisitorCreated,
+)
 from raydesk.session import Session, new_conversation_id
 from raydesk.settings import Settings
 from raydesk.shard_client import ShardClient
@@ -60,9 +78,6 @@ class GatewayCore:
     async def attach(self, session: Session, principal: Principal) -> None:
         await self.hub.join(principal.id, session)
         self.sessions.add(session)
-        if principal.is_agent:
-            session.principal = principal
-            await self.presence_changed()
 
     async def detach(self, session: Session) -> None:
         self.sessions.discard(session)
@@ -172,14 +187,25 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        if first.get("type") == "json_invalid":
+            return JSONResponse(BadRequest("body is not valid JSON").body(), status_code=400)
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
         return JSONResponse(BadRequest(f"{where}: {first['msg']}").body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths and methods: the protocol's error body, not FastAPI's "detail".
+        code = {404: "not_found", 405: "not_found", 401: "unauthorized",
+                403: "forbidden", 413: "too_large"}.get(exc.status_code, "bad_request")
+        status = 404 if exc.status_code == 405 else exc.status_code
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
+                            status_code=status)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("request failed", exc_info=exc)
-        return JSONResponse({"error": {"code": "unavailable", "message": "internal error"}},
-                            status_code=500)
+        return JSONResponse(Unavailable("internal error, try again later").body(),
+                            status_code=Unavailable.http_status)
 
     def principal(token: str | None) -> Principal:
         if not token:
@@ -232,7 +258,7 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
         ok = await asyncio.to_thread(verify_password, fields.get("password"), body.password)
         if not ok or not agent_id:
             raise Unauthorized("wrong email or password")
-        role = "admin" if fields.get("role") == "admin" else "agent"
+        role: Literal["admin", "agent"] = "admin" if fields.get("role") == "admin" else "agent"
         token = core.tokens.issue(Principal(agent_id, role),
                                   settings.config.auth.agent_token_ttl_s)
         return LoginResult(agent_id=agent_id, token=token)

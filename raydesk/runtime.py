@@ -10,6 +10,7 @@ import logging
 import os
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import ray
 from ray import serve
 
 from raydesk.auth import Secrets, load_or_create_secrets
-from raydesk.config import Config, load_config
+from raydesk.config import Config
 from raydesk.embedded_store import EmbeddedValkey
 from raydesk.settings import Settings
 
@@ -49,7 +50,10 @@ class Runtime:
         server = self.config.server
         return f"http://{server.host}:{server.port}"
 
-    def start(self, ray_init: bool = True, timeout: float = 120.0) -> Settings:
+    def start(self, ray_init: bool = True, timeout: float = 120.0,
+              on_ray_started: Callable[[], None] | None = None) -> Settings:
+        """Start everything; ``on_ray_started`` runs right after ``ray.init`` (which
+        installs signal handlers of its own that a caller may need to replace)."""
         config = self.config
         data = config.data_path
         data.mkdir(parents=True, exist_ok=True)
@@ -62,20 +66,33 @@ class Runtime:
         else:
             store_url, store_password = config.store.url, None
         if ray_init and not ray.is_initialized():
-            address = config.cluster.ray_address or os.environ.get("RAY_ADDRESS")
+            # "local": a new Ray of our own unless told to join one, so that raydesk never
+            # lands by accident in a cluster someone else started on this machine.
+            address = config.cluster.ray_address or os.environ.get("RAY_ADDRESS") or "local"
             ray.init(address=address, namespace=config.cluster.namespace,
                      include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=config.log_level == "DEBUG")
             self.started_ray = True
+        if on_ray_started is not None:
+            on_ray_started()
         self.settings = Settings(config=config, store_url=store_url,
                                  store_password=store_password,
                                  signing_key=self.secrets.signing_key,
                                  admin_token=self.secrets.admin_token,
                                  shard_count=shard_count(config))
         self._start_actors(self.settings)
-        serve.start(proxy_location="Disabled")
         from serve_app import gateway_app
-        serve.run(gateway_app(self.settings), name=APP_NAME, route_prefix=None,
+
+        server = config.server
+        if server.ingress == "reuseport":
+            # Gateways own the public port; Serve's proxy would only cost a process.
+            serve.start(proxy_location="Disabled")
+            route_prefix = None
+        else:
+            serve.start(proxy_location="HeadOnly",
+                        http_options={"host": server.host, "port": server.port})
+            route_prefix = "/"
+        serve.run(gateway_app(self.settings), name=APP_NAME, route_prefix=route_prefix,
                   blocking=False)
         wait_healthy(self.url, timeout)
         return self.settings
@@ -87,11 +104,11 @@ class Runtime:
         common = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0,
                   "max_concurrency": 10_000, "namespace": settings.namespace,
                   "lifetime": "detached"}
-        shard_cls = ray.remote(ConversationShard)
-        shards = [shard_cls.options(name=name, **common).remote(settings, name)  # type: ignore[attr-defined]
+        shard_cls: Any = ray.remote(ConversationShard)
+        router_cls: Any = ray.remote(Router)
+        shards = [shard_cls.options(name=name, **common).remote(settings, name)
                   for name in settings.shard_names]
-        router = ray.remote(Router).options(  # type: ignore[attr-defined]
-            name=settings.router_name, **common).remote(settings)
+        router = router_cls.options(name=settings.router_name, **common).remote(settings)
         ray.get([s.ready.remote() for s in shards])
         ray.get(router.ready.remote())
         self.actors = [*shards, router]

@@ -9,13 +9,15 @@ it is stored, and the stored text is what every client receives.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from raydesk.errors import BadRequest
 
+_CLIENT_MSG_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 ClientMsgId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Skill = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -88,7 +90,7 @@ class Close(_Frame):
 
 
 ClientFrame = Annotated[
-    Union[Hello, Send, Sync, Typing, Read, Ping, PresenceFrame, Accept, Transfer, Close],
+    Hello | Send | Sync | Typing | Read | Ping | PresenceFrame | Accept | Transfer | Close,
     Field(discriminator="type"),
 ]
 _client_frame = TypeAdapter(ClientFrame)
@@ -100,7 +102,11 @@ CLIENT_FRAME_TYPES = frozenset(
 def _describe(error: ValidationError) -> str:
     """One line naming the first wrong field, for a ``bad_request`` message."""
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"] if part not in CLIENT_FRAME_TYPES)
+    loc = first["loc"]
+    # A discriminated union puts the frame's type first: ("send", "text").
+    if loc and loc[0] in CLIENT_FRAME_TYPES:
+        loc = loc[1:]
+    where = ".".join(str(part) for part in loc)
     return f"{where or 'frame'}: {first['msg']}"
 
 
@@ -130,7 +136,7 @@ def frame_ref(text: str | bytes) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return None
     ref = raw.get("client_msg_id") if isinstance(raw, dict) else None
-    return ref if isinstance(ref, str) and 0 < len(ref) <= 64 else None
+    return ref if isinstance(ref, str) and _CLIENT_MSG_ID.fullmatch(ref) else None
 
 
 # --- server frames -------------------------------------------------------------------

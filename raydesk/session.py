@@ -13,6 +13,7 @@ connection's ids and closes it with 1011, no detail given.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -26,12 +27,36 @@ from raydesk import store as keys
 from raydesk.auth import Principal
 from raydesk.conversation import Conversation
 from raydesk.decide import ConversationClosed
-from raydesk.errors import (BadRequest, Forbidden, NotFound, RaydeskError, RateLimited,
-                            TooLarge, Unauthorized)
+from raydesk.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    RaydeskError,
+    TooLarge,
+    Unauthorized,
+)
 from raydesk.ratelimit import TokenBucket
-from raydesk.schema import (PONG, Accept, Close, ConversationSummary, Hello, Ping,
-                            PresenceFrame, Read, Send, ShardCommand, Sync, Synced, Transfer,
-                            Typing, Welcome, dump, frame_ref, parse_client_frame)
+from raydesk.schema import (
+    PONG,
+    Accept,
+    Close,
+    ConversationSummary,
+    Hello,
+    Ping,
+    PresenceFrame,
+    Read,
+    Send,
+    ShardCommand,
+    Sync,
+    Synced,
+    Transfer,
+    Typing,
+    Welcome,
+    dump,
+    frame_ref,
+    parse_client_frame,
+)
 
 if TYPE_CHECKING:
     from raydesk.gateway import GatewayCore
@@ -39,6 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("raydesk.gateway")
 
 CLOSE_NORMAL = 1000
+CLOSE_TOO_LARGE = 1009
 CLOSE_SERVER_ERROR = 1011
 CLOSE_RESTARTING = 1012
 CLOSE_TRY_AGAIN = 1013  # extension: outbox overflow (a slow client); reconnect and sync
@@ -63,17 +89,29 @@ class Session:
         self.ws = websocket
         self.id = f"{core.gateway_id}-{next(_connection_ids)}"
         self.principal: Principal | None = None
-        self.presence = core.config.routing.initial_presence
+        self.presence: str = core.config.routing.initial_presence
         limits = core.config.limits
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(limits.outbox_frames)
         self._bucket = TokenBucket(limits.messages_per_s, limits.burst,
                                    limits.rate_limit_strikes, time.monotonic())
         self._last_heard = time.monotonic()
         self._close_code: int | None = None
+        # A customer's open conversation, once known: spares a store round trip per send.
+        self._open_conversation: str | None = None
+        # Events delivered between subscribing and sending welcome; flushed after it.
+        self._early: list[str] | None = []
 
     # --- delivery (called by the hub) -----------------------------------------------------
 
     def deliver(self, payload: str) -> None:
+        """Queue an event for this connection (called by the hub)."""
+        if self._early is not None:  # welcome not sent yet: it must come first
+            self._early.append(payload)
+        else:
+            self.send(payload)
+
+    def send(self, payload: str) -> None:
+        """Queue a frame; a client too slow to take it is closed (1013)."""
         if self._close_code is not None:
             return
         try:
@@ -135,13 +173,8 @@ class Session:
         except Exception:  # the peer went away; the reader notices too
             return
         if self.ws.client_state is WebSocketState.CONNECTED:
-            try:
+            with contextlib.suppress(Exception):
                 await self.ws.close(self._close_code or CLOSE_NORMAL)
-            except Exception:
-                pass
-
-    def send(self, frame: str) -> None:
-        self.deliver(frame)
 
     async def _receive_text(self) -> str:
         message = await self.ws.receive()
@@ -155,6 +188,10 @@ class Session:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
                 return "\x00not json"
+        # uvicorn enforces this itself (1009) when it serves the socket; behind Serve's
+        # proxy it is enforced here.
+        if len(text) > self.core.config.limits.max_frame_bytes:
+            raise _Closing(CLOSE_TOO_LARGE)
         return str(text)
 
     async def _handshake(self) -> Principal:
@@ -179,9 +216,16 @@ class Session:
                 exc.ref = frame_ref(text)
                 self.send(dump_error(exc))
                 continue
-            await self.core.attach(self, principal)
+            # Subscribe before reading the state that welcome reports, so nothing that
+            # happens in between is missed; it is held back until welcome is out.
             self.principal = principal
+            await self.core.attach(self, principal)
+            early, self._early = self._early or [], None
             self.send(dump(await self._welcome(principal)))
+            for payload in early:
+                self.deliver(payload)
+            if principal.is_agent:
+                await self.core.presence_changed()
             return principal
 
     async def _welcome(self, principal: Principal) -> Welcome:
@@ -195,7 +239,7 @@ class Session:
         for cid, state in zip(cids, await store.states(cids), strict=True):
             if state:
                 summaries.append(ConversationSummary(
-                    conversation_id=cid, status=state["status"],
+                    conversation_id=cid, status=state["status"],  # type: ignore[arg-type]
                     last_seq=int(state.get("last_seq", 0))))
         return Welcome(role=principal.wire_role, id=principal.id, conversations=summaries,
                        heartbeat_s=self.core.config.websocket.heartbeat_s)
@@ -214,16 +258,12 @@ class Session:
         while self._close_code is None:
             text = await self._receive_text()
             try:
-                frame = parse_client_frame(text)
-                if not isinstance(frame, Ping):
-                    if not self._bucket.take(time.monotonic()):
-                        if self._bucket.exhausted:
-                            raise _Closing(CLOSE_RATE_LIMITED)
-                        raise RateLimitedFrame()
-                await self._handle(frame)
-            except RateLimitedFrame:
-                self.send(dump_error(RateLimited("too many frames, slow down"),
-                                     frame_ref(text)))
+                # Before parsing: a flood must cost as little as possible.
+                if not self._bucket.take(time.monotonic()):
+                    if self._bucket.exhausted:
+                        raise _Closing(CLOSE_RATE_LIMITED)
+                    raise RateLimited("too many frames, slow down")
+                await self._handle(parse_client_frame(text))
             except RaydeskError as exc:
                 self.send(dump_error(exc, exc.ref or frame_ref(text)))
 
@@ -281,7 +321,8 @@ class Session:
             if self.principal.is_agent:
                 raise BadRequest("conversation_id: field required for agents",
                                  frame.client_msg_id)
-            cid = await self.core.open_conversation_of(self.principal.id)
+            cid = self._open_conversation or await self.core.open_conversation_of(
+                self.principal.id)
         try:
             ack = await self._command("send", cid, client_msg_id=frame.client_msg_id,
                                       text=frame.text)
@@ -293,6 +334,8 @@ class Session:
         except RaydeskError as exc:
             exc.ref = frame.client_msg_id
             raise
+        if frame.conversation_id is None:
+            self._open_conversation = cid
         self.send(dump_ack(ack))
 
     async def _sync(self, frame: Sync) -> None:
@@ -312,10 +355,6 @@ class Session:
         last_seq = max(conv.last_seq, last_sent if messages else 0)
         more = len(messages) == SYNC_PAGE and last_sent < last_seq
         self.send(dump(Synced(conversation_id=conv.id, last_seq=last_seq, more=more)))
-
-
-class RateLimitedFrame(Exception):
-    pass
 
 
 def dump_error(exc: RaydeskError, ref: str | None = None) -> str:

@@ -8,6 +8,7 @@ and the next call reaches the new instance, which rebuilds its conversations fro
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -43,7 +44,7 @@ class ShardClient:
         name = self.shard_of(command.conversation_id)
         batcher = self._batchers.get(name)
         if batcher is None:
-            batcher = Batcher(lambda batch, name=name: self._call(name, batch))
+            batcher = Batcher(functools.partial(self._call, name))
             self._batchers[name] = batcher
         result: dict[str, Any] = await batcher.submit(command)
         return result

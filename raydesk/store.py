@@ -5,7 +5,7 @@ Layout (``{cid}`` is a hash tag so a conversation's keys share a cluster slot):
 - ``rd:c:{cid}:log``   stream, one entry per message, entry id ``<seq>-0``, field ``f``
                        holding the message frame exactly as clients receive it
 - ``rd:c:{cid}:st``    hash, the conversation's state (status, customer, assignee, ...)
-- ``rd:c:{cid}:dd``    hash, ``client_msg_id`` -> ``seq|message_id|ts`` (dedupe)
+- ``rd:c:{cid}:dd``    hash, ``<sender id>|<client_msg_id>`` -> ``seq|message_id|ts``
 - ``rd:c:{cid}:rd``    hash, participant id -> read cursor (seq)
 - ``rd:changes``       sorted set, conversation id -> change counter (``rd:changes:n``)
 - ``rd:queue``         sorted set, queued conversation id -> time it was queued (ms)
@@ -30,8 +30,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from raydesk.batching import Batcher
@@ -260,7 +259,8 @@ class Store:
         if not rows:
             current = await self.call("GET", CHANGES_COUNTER)
             return [], max(cursor, int(current or 0))
-        return [cid for cid, _ in rows], int(float(rows[-1][1]))
+        pairs: list[tuple[str, float]] = list(rows)  # type: ignore[arg-type]
+        return [cid for cid, _ in pairs], int(pairs[-1][1])
 
     async def publish(self, events: Sequence[tuple[str, str]]) -> None:
         if events:

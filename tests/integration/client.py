@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+# ruff: noqa: ASYNC109 - explicit timeouts keep test failures quick and readable
 import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection

@@ -26,7 +26,10 @@ TEST_WEBSOCKET = {"hello_timeout_s": 2.0, "heartbeat_s": 1, "heartbeat_timeout_s
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     data = tmp_path_factory.mktemp("raydesk-data")
     os.environ.pop("RAYDESK_ADMIN_TOKEN", None)
-    config = load_config(None, data_dir=str(data), server={"port": free_port()},
+    # Two gateway replicas on one port: participants' connections land on either, so
+    # delivery across replicas is exercised by every multi-connection test.
+    config = load_config(None, data_dir=str(data),
+                         server={"port": free_port(), "gateway_replicas": 2},
                          cluster={"shards": 2, "namespace": f"t{uuid.uuid4().hex[:8]}"},
                          limits=TEST_LIMITS, websocket=TEST_WEBSOCKET,
                          routing={"presence_lease_s": 2.0})

@@ -12,7 +12,8 @@ from tests.integration.client import Api, Client
 pytestmark = pytest.mark.integration
 
 
-async def _online_agent(api: Api, connect: Any, skill: str, **body: Any) -> tuple[dict[str, str], Client]:
+async def _online_agent(api: Api, connect: Any, skill: str,
+                        **body: Any) -> tuple[dict[str, str], Client]:
     agent = await api.agent(skills=[skill], **body)
     client = await connect(agent["token"])
     await client.send_frame({"type": "presence", "status": "online"})
@@ -43,13 +44,13 @@ async def test_two_customers_two_agents_chat(api: Api, connect: Any, skill: str)
         note = await agent.expect_type("assigned", conversation_id=cid)
         assert note["visitor"]["name"] == "Customer"
         reply = await agent.send_text(f"agent here for {cid}", conversation_id=cid)
-        got = await customer.expect(lambda f, r=reply: f["type"] == "message"
-                                    and f["seq"] == r["seq"])
+        got = await customer.expect(lambda f, r=reply, c=cid: f["type"] == "message"
+                                    and f["seq"] == r["seq"] and f["conversation_id"] == c)
         assert got["text"] == f"agent here for {cid}"
         assert got["sender"]["role"] == "agent"
         back = await customer.send_text("thanks", conversation_id=cid)
-        seen = await agent.expect(lambda f, b=back: f["type"] == "message"
-                                  and f["seq"] == b["seq"] and f["conversation_id"] == cid)
+        seen = await agent.expect(lambda f, b=back, c=cid: f["type"] == "message"
+                                  and f["seq"] == b["seq"] and f["conversation_id"] == c)
         assert seen["text"] == "thanks"
     for customer, cid in ((c1, cid1), (c2, cid2)):
         seqs = [m["seq"] for m in customer.messages(cid)]
@@ -98,7 +99,7 @@ async def test_duplicate_client_msg_id_is_stored_once(api: Api, connect: Any,
 
 async def test_reconnect_and_sync(api: Api, connect: Any, skill: str) -> None:
     """A customer away while an agent writes gets exactly the missed messages by sync."""
-    agent, agent_ws = await _online_agent(api, connect, skill)
+    _, agent_ws = await _online_agent(api, connect, skill)
     visitor = await api.visitor(skill=skill)
     customer = await connect(visitor["token"])
     ack = await customer.send_text("anyone there?")
@@ -123,7 +124,7 @@ async def test_typing_and_read_reach_the_other_side(api: Api, connect: Any,
                                                     skill: str) -> None:
     """Typing and read are relayed to the other participant, not to the sender; a read
     cursor is kept and never moves back."""
-    agent, agent_ws = await _online_agent(api, connect, skill)
+    _, agent_ws = await _online_agent(api, connect, skill)
     customer, cid = await _open(api, connect, skill)
     await agent_ws.expect_type("assigned", conversation_id=cid)
     await customer.send_frame({"type": "typing", "conversation_id": cid, "on": True})
@@ -161,7 +162,11 @@ async def test_queue_positions_and_release_on_close(api: Api, connect: Any,
                                cid1, "text": "one more thing"})
     error = await agent_ws.expect(lambda f: f["type"] == "error" and f["ref"] == "late")
     assert error["code"] == "conflict"
-    # The customer writing again opens a new conversation.
+    # A resend of a message stored before the close still gets its original ack ...
+    early = next(m for m in first.messages(cid1) if m["sender"]["role"] == "customer")
+    resent = await first.send_text("first", client_msg_id=early["client_msg_id"])
+    assert (resent["conversation_id"], resent["seq"]) == (cid1, early["seq"])
+    # ... while writing anew opens a new conversation.
     again = await first.send_text("me again")
     assert again["conversation_id"] not in (cid1, cid2, cid3)
 
@@ -184,6 +189,11 @@ async def test_away_agent_gets_nothing_new_but_may_accept(api: Api, connect: Any
     await agent_ws.send_frame({"type": "accept", "conversation_id": cid})
     error = await agent_ws.expect_type("error")
     assert error["code"] == "conflict"
+    # The customer and the agent may pick the same client_msg_id: dedupe is per sender.
+    mine = await customer.send_text("same id, customer", cid, client_msg_id="same-1")
+    theirs = await agent_ws.send_text("same id, agent", cid, client_msg_id="same-1")
+    assert theirs["seq"] == mine["seq"] + 1
+    await customer.expect(lambda f: f["type"] == "message" and f["seq"] == theirs["seq"])
 
 
 async def test_transfer_to_agent(api: Api, connect: Any, skill: str) -> None:
@@ -194,8 +204,11 @@ async def test_transfer_to_agent(api: Api, connect: Any, skill: str) -> None:
     await ws1.expect_type("assigned", conversation_id=cid)
     # Only now does the second agent come online, so the first one got the chat.
     a2, ws2 = await _online_agent(api, connect, f"{skill}-other", max_chats=1)
+    await ws2.send_frame({"type": "transfer", "conversation_id": cid,
+                          "to_agent": a2["agent_id"]})
+    assert (await ws2.expect_type("error"))["code"] == "forbidden"
     full, full_ws = await _online_agent(api, connect, f"{skill}-full", max_chats=1)
-    side, side_cid = await _open(api, connect, f"{skill}-full")
+    _, side_cid = await _open(api, connect, f"{skill}-full")
     await full_ws.expect_type("assigned", conversation_id=side_cid)
     await ws1.send_frame({"type": "transfer", "conversation_id": cid,
                           "to_agent": full["agent_id"]})
@@ -241,3 +254,36 @@ async def test_customer_closes_and_history_over_rest(api: Api, connect: Any,
     assert [m["seq"] for m in history["messages"]] == [2, 3]
     assert history["last_seq"] == 4
     assert history["messages"][0]["text"] == "question"
+
+
+async def test_many_connections_on_the_gateways(api: Api, connect: Any, skill: str) -> None:
+    """Forty connections of one visitor stay open together (none stalls, as a Serve slot
+    limit would make them) and every one of them receives the visitor's message."""
+    visitor = await api.visitor(skill=skill)
+    clients = [await connect(visitor["token"]) for _ in range(40)]
+    ack = await clients[0].send_text("to all my tabs")
+    for client in clients:
+        seen = await client.expect(lambda f: f["type"] == "message" and f["seq"] == ack["seq"])
+        assert seen["message_id"] == ack["message_id"]
+
+
+async def test_openapi_and_health(api: Api) -> None:
+    """/healthz answers, and the OpenAPI document lists the REST API at /docs."""
+    assert (await api.http.get("/healthz")).status_code == 200
+    spec = (await api.http.get("/openapi.json")).json()
+    for path in ("/v1/visitors", "/v1/agents", "/v1/agents/login", "/v1/conversations",
+                 "/v1/conversations/{conversation_id}/messages", "/v1/faq"):
+        assert path in spec["paths"], path
+    assert (await api.http.get("/docs")).status_code == 200
+    unknown = await api.http.get("/v1/nothing-here")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+
+
+async def test_welcome_comes_first(api: Api, connect: Any, skill: str) -> None:
+    """An agent connecting while a customer waits gets welcome before the assignment that
+    its arrival causes."""
+    agent = await api.agent(skills=[skill])
+    _, cid = await _open(api, connect, skill)
+    agent_ws = await connect(agent["token"])
+    assert agent_ws.frames[0]["type"] == "welcome"
+    await agent_ws.expect_type("assigned", conversation_id=cid)

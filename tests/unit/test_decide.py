@@ -15,7 +15,7 @@ from raydesk.errors import BadRequest, Conflict, Forbidden, NotFound
 from raydesk.schema import Message, ShardCommand
 
 NOW = 1_700_000_000_000
-VISITOR_CARD = {"id": "v1", "name": "Vi", "email": None, "attributes": {}}
+VISITOR_CARD: dict[str, Any] = {"id": "v1", "name": "Vi", "email": None, "attributes": {}}
 
 
 def _conv(status: Status = Status.ASSIGNED, last_seq: int = 5,
@@ -79,7 +79,7 @@ def test_open_conversation_commit_fence_and_dedupe() -> None:
     assert commit is not None
     assert commit.cid == "c1"
     assert commit.expect == 0
-    assert commit.dedupe == "m-1"
+    assert commit.dedupe == "v1|m-1"
     assert commit.dedupe_value == f"2|id-2|{NOW}"
     assert decide.ack_from_dedupe(_cmd(), commit.dedupe_value) == _open().reply
 
@@ -126,7 +126,8 @@ def test_open_conversation_without_skill() -> None:
 @pytest.mark.parametrize(("actor", "role", "wire_role"), [
     ("v1", "customer", "customer"), ("a1", "agent", "agent")])
 def test_send_message_takes_the_next_seq(actor: str, role: str, wire_role: str) -> None:
-    """A participant's message takes last_seq+1, fenced on last_seq, deduped, and acked."""
+    """A participant's message takes last_seq+1, fenced on last_seq, deduped per sender,
+    and acked."""
     decision = decide.send_message(_conv(), _cmd(actor=actor, role=role), NOW, "mid")
     commit = decision.commit
     assert commit is not None
@@ -135,7 +136,7 @@ def test_send_message_takes_the_next_seq(actor: str, role: str, wire_role: str) 
     assert msg["seq"] == 6
     assert msg["sender"] == {"role": wire_role, "id": actor}
     assert msg["client_msg_id"] == "m-1"
-    assert commit.dedupe == "m-1"
+    assert commit.dedupe == f"{actor}|m-1"
     assert commit.dedupe_value == f"6|mid|{NOW}"
     assert commit.state == {"last_seq": "6", "updated_ts": str(NOW)}
     assert decision.reply == {"type": "ack", "client_msg_id": "m-1", "conversation_id": "c1",
@@ -266,7 +267,7 @@ def test_read_up_to_last_seq_is_allowed() -> None:
 
 def test_read_beyond_last_seq_is_bad_request() -> None:
     """A read cursor past the last message is a bad_request naming seq."""
-    with pytest.raises(BadRequest, match="^seq"):
+    with pytest.raises(BadRequest, match=r"^seq:"):
         decide.read(_conv(), _cmd("read", seq=6))
 
 

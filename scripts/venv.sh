@@ -1,0 +1,16 @@
+# Sourced by run.sh and test.sh: create .venv and install raydesk into it when needed.
+# The install is redone only when pyproject.toml changed since the last one.
+ensure_venv() {
+  local extras="$1"
+  local stamp=".venv/.installed${extras:+-$extras}"
+  if [ ! -x .venv/bin/python ]; then
+    echo "raydesk: creating .venv (first run only)" >&2
+    python3 -m venv .venv
+  fi
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "raydesk: installing dependencies into .venv (a minute or two the first time)" >&2
+    .venv/bin/python -m pip install --quiet --upgrade pip >&2
+    .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}" >&2
+    touch "$stamp"
+  fi
+}
