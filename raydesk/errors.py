@@ -2,7 +2,8 @@
 
 Every error that a client can see is a :class:`RaydeskError` carrying its protocol code
 (PROTOCOL.md "Conventions"). The gateway turns them into REST error bodies or WebSocket
-``error`` frames in one place; anything else becomes 1011 / 500 with no detail.
+``error`` frames in one place; anything else becomes close code 1011 (WebSocket) or
+503 ``unavailable`` (REST), with no detail.
 
 Exceptions cross Ray actor boundaries (they are pickled), so each keeps its constructor
 arguments in ``args``.

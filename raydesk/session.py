@@ -190,7 +190,9 @@ class Session:
                 return "\x00not json"
         # uvicorn enforces this itself (1009) when it serves the socket; behind Serve's
         # proxy it is enforced here.
-        if len(text) > self.core.config.limits.max_frame_bytes:
+        limit = self.core.config.limits.max_frame_bytes
+        # A character is at most 4 bytes in UTF-8: encode only frames that might be over.
+        if len(text) * 4 > limit and len(text.encode()) > limit:
             raise _Closing(CLOSE_TOO_LARGE)
         return str(text)
 
@@ -220,8 +222,9 @@ class Session:
             # happens in between is missed; it is held back until welcome is out.
             self.principal = principal
             await self.core.attach(self, principal)
+            welcome = dump(await self._welcome(principal))
             early, self._early = self._early or [], None
-            self.send(dump(await self._welcome(principal)))
+            self.send(welcome)
             for payload in early:
                 self.deliver(payload)
             if principal.is_agent:

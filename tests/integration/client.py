@@ -70,13 +70,15 @@ class Client:
         assert self.ws is not None
         await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
 
-    async def expect(self, match: Callable[[Frame], bool], timeout: float = WAIT_S) -> Frame:
-        """The first frame not yet taken that matches; waits for it."""
+    async def expect(self, match: Callable[[Frame], bool], timeout: float = WAIT_S,
+                     after: int = 0) -> Frame:
+        """The first frame not yet taken that matches (and arrived as number ``after`` or
+        later); waits for it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             for i, frame in enumerate(self.frames):
-                if i not in self._taken and match(frame):
+                if i >= after and i not in self._taken and match(frame):
                     self._taken.add(i)
                     return frame
             if self.close_code is not None:

@@ -19,6 +19,7 @@ import pytest
 import websockets
 
 from raydesk.embedded_store import free_port
+from raydesk.runtime import Runtime
 from tests.integration.client import SCALE
 
 pytestmark = pytest.mark.integration
@@ -114,3 +115,28 @@ def test_bad_config_stops_the_start(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "server.port" in result.stderr and "server.colour: unknown key" in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_agent_add(runtime: Runtime) -> None:
+    """`raydesk agent add` creates an agent who can log in; a second add with the same email
+    fails with exit 1 and says conflict; a wrong admin token says unauthorized."""
+    assert runtime.secrets is not None
+    email = f"cli-{os.getpid()}@example.test"
+    env = {**os.environ, "RAYDESK_ADMIN_TOKEN": runtime.secrets.admin_token,
+           "RAYDESK_AGENT_PASSWORD": "from the command line"}
+    command = [sys.executable, "-m", "raydesk.cli", "agent", "add", "--url", runtime.url,
+               "--email", email, "--name", "Cli", "--skills", "billing,tech",
+               "--max-chats", "3"]
+    created = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    agent_id = created.stdout.strip()
+    assert agent_id.startswith("a_")
+    login = httpx.post(f"{runtime.url}/v1/agents/login",
+                       json={"email": email, "password": "from the command line"})
+    assert login.status_code == 200 and login.json()["agent_id"] == agent_id
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "conflict" in again.stderr
+    wrong = subprocess.run([*command[:-6], "--email", "other@example.test", "--name", "X"],
+                           env={**env, "RAYDESK_ADMIN_TOKEN": "x" * 30},
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 1 and "unauthorized" in wrong.stderr

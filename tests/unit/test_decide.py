@@ -183,6 +183,16 @@ def test_send_into_closed_conversation_agent_gets_plain_conflict() -> None:
     assert not isinstance(info.value, ConversationClosed)
 
 
+def test_closed_conversation_of_someone_else_is_not_revealed() -> None:
+    """Another customer naming a closed conversation gets NotFound, not ConversationClosed
+    (which would open a conversation of its own and reveal this one); another agent gets
+    Forbidden."""
+    with pytest.raises(NotFound):
+        decide.send_message(_conv(Status.CLOSED), _cmd(actor="v2"), NOW, "mid")
+    with pytest.raises(Forbidden):
+        decide.send_message(_conv(Status.CLOSED), _cmd(actor="a2", role="agent"), NOW, "m")
+
+
 def test_send_by_non_participants_is_refused() -> None:
     """Another agent gets Forbidden; another customer gets NotFound."""
     with pytest.raises(Forbidden):
