@@ -35,6 +35,7 @@ from raydesk.errors import (
     RaydeskError,
     TooLarge,
     Unauthorized,
+    Unavailable,
 )
 from raydesk.ratelimit import TokenBucket
 from raydesk.schema import (
@@ -151,6 +152,9 @@ class Session:
             self._close_soon(closing.code)
         except WebSocketDisconnect:
             pass
+        except Unavailable as exc:  # e.g. the store is down while saying welcome
+            self.send(dump_error(exc))
+            self._close_soon(CLOSE_RESTARTING)
         except Exception:
             log.exception("connection %s of %s failed", self.id, self._who())
             self._close_soon(CLOSE_SERVER_ERROR)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -174,6 +176,11 @@ class Store:
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
             url, password=password, decode_responses=True, socket_connect_timeout=5,
             socket_timeout=10, health_check_interval=30,
+            # After a store restart every pooled connection is dead; a command that meets
+            # one reconnects and is sent again. Safe for commits too: a resent commit that
+            # had been applied answers "dup" (sends) or "stale" (the shard reloads).
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry_on_error=[RedisConnectionError],
         )
         self._commit_sha = hashlib.sha1(_COMMIT.encode()).hexdigest()
         # One flush at a time: pipelines on two connections could interleave.

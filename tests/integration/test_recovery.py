@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
 import ray
+import websockets
 
 from raydesk.placement import shard_for
 from raydesk.runtime import Runtime
@@ -108,3 +110,38 @@ async def test_whole_server_restart_keeps_everything(api: Api, ws_url: str, skil
     await late_ws.expect_type("assigned", conversation_id=queued["conversation_id"])
     for client in (customer, agent_ws, late_ws, waiting):
         await client.close()
+
+
+async def test_store_outage_gives_unavailable_never_a_false_ack(
+        api: Api, ws_url: str, skill: str, runtime: Runtime) -> None:
+    """With the store down, a send gets `unavailable` (no ack) and connections are told to
+    reconnect (1012); once it is back (same data folder), everything acknowledged before is
+    there and sends work again."""
+    assert runtime.store is not None
+    visitor = await api.visitor(skill=skill)
+    customer = await Client(ws_url, visitor["token"]).connect()
+    before = await customer.send_text("before the outage", client_msg_id="o-1")
+    cid = before["conversation_id"]
+
+    runtime.store.kill()  # as a crash would: SIGKILL
+    try:
+        # The send may be refused (unavailable) or the connection told to reconnect
+        # first (1012, the gateway's event feed broke): either way, no ack.
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await customer.send_frame({"type": "send", "client_msg_id": "o-2",
+                                       "conversation_id": cid, "text": "during"})
+        assert await customer.wait_closed() == 1012
+        replies = [f for f in customer.frames
+                   if f.get("client_msg_id") == "o-2" or f.get("ref") == "o-2"]
+        assert all(f["type"] == "error" and f["code"] == "unavailable" for f in replies)
+    finally:
+        runtime.store.start()
+
+    back = await Client(ws_url, visitor["token"]).connect()
+    assert await send_until_acked(back, "before the outage", "o-1", cid) == before
+    after = await send_until_acked(back, "after the outage", "o-3", cid)
+    stored = await history(api, cid, visitor["token"])
+    assert [m["seq"] for m in stored] == list(range(1, after["seq"] + 1))
+    assert [m.get("client_msg_id") for m in stored if m["sender"]["role"] == "customer"] \
+        == ["o-1", "o-3"]
+    await back.close()
