@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from typing import Any
 
 import pytest
@@ -145,3 +146,36 @@ async def test_store_outage_gives_unavailable_never_a_false_ack(
     assert [m.get("client_msg_id") for m in stored if m["sender"]["role"] == "customer"] \
         == ["o-1", "o-3"]
     await back.close()
+
+
+async def test_gateway_redeploy(api: Api, ws_url: str, skill: str, runtime: Runtime) -> None:
+    """A redeploy of the gateways (new settings: Serve replaces every replica) tells
+    connected clients to reconnect (1012); they reconnect to the new replicas on the same
+    port, sync, and lose nothing."""
+    assert runtime.settings is not None
+    from ray import serve
+
+    from raydesk.runtime import APP_NAME
+    from serve_app import gateway_app
+
+    visitor = await api.visitor(skill=skill)
+    customer = await Client(ws_url, visitor["token"]).connect()
+    first = await customer.send_text("before the redeploy")
+    cid = first["conversation_id"]
+    original = runtime.settings
+    changed = dataclasses.replace(original, config=original.config.model_copy(
+        update={"log_level": "WARNING"}))
+    try:
+        await asyncio.to_thread(serve.run, gateway_app(changed), name=APP_NAME,
+                                route_prefix=None)
+        assert await customer.wait_closed(timeout=WAIT_S * 3) == 1012
+        back = await Client(ws_url, visitor["token"]).connect()
+        second = await send_until_acked(back, "after the redeploy", "rd-2", cid)
+        await back.send_frame({"type": "sync", "conversation_id": cid, "since": 0})
+        synced = await back.expect_type("synced", conversation_id=cid)
+        assert synced["last_seq"] == second["seq"]
+        assert [m["seq"] for m in back.messages(cid)] == list(range(1, second["seq"] + 1))
+        await back.close()
+    finally:
+        await asyncio.to_thread(serve.run, gateway_app(original), name=APP_NAME,
+                                route_prefix=None)
