@@ -19,7 +19,15 @@ from typing import Any
 
 from raydesk import store as keys
 from raydesk.errors import Conflict, Forbidden, NotFound, RaydeskError, Unavailable
-from raydesk.routing import PRESENCE_RANK, AgentSlot, WaitQueue, choose_agent
+from raydesk.routing import (
+    FRONT_PRIORITY,
+    PRESENCE_RANK,
+    AgentSlot,
+    WaitQueue,
+    choose_agent,
+    ewma,
+    explain,
+)
 from raydesk.schema import QueueEvent, ShardCommand, dump
 from raydesk.settings import Settings
 from raydesk.shard_client import ShardClient
@@ -41,8 +49,17 @@ class Router:
         self._settings = settings
         self._store = Store(settings.store_url, settings.store_password)
         self._shards = ShardClient(settings.shard_names, settings.namespace)
+        self._routing = settings.config.routing
+        self._weights = self._routing.weights()
         self._agents: dict[str, AgentSlot] = {}
-        self._queue = WaitQueue()
+        self._queue = WaitQueue(self._weights.aging_s)
+        # Agents whose presence went offline with chats open: when (monotonic s).
+        self._offline_since: dict[str, float] = {}
+        # Presence set by an admin over REST, until the agent sets its own.
+        self._overrides: dict[str, str] = {}
+        # Presence is unknown until every gateway has renewed its lease once: offline
+        # timers of a restarted router count from then, not from its start.
+        self._presence_known_at = time.monotonic() + 3 * self._routing.presence_lease_s
         self._customers: dict[str, str] = {}
         self._told_positions: dict[str, int] = {}
         # gateway id -> (lease expiry, {agent id: presence})
@@ -51,28 +68,51 @@ class Router:
         self._loop_task: asyncio.Task[None] | None = None
 
     async def ready(self) -> bool:
-        if self._loop_task is None:
-            await self._reconcile()
-            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        await self._ensure_started()
         return True
+
+    async def _ensure_started(self) -> None:
+        """Rebuild from the store and start the timer loop, once per actor instance.
+
+        Called by every entry point: after Ray restarts this actor nobody calls
+        :meth:`ready`, and the first tell or ask must find the state rebuilt.
+        """
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+            async with self._lock:
+                await self._reconcile()
 
     # --- notifications (tells from shards and gateways) ---------------------------------
 
     async def enqueued(self, cid: str, skill: str | None, ts: int) -> None:
+        await self._ensure_started()
         state = await self._store.conversation_state(cid)
         if state.get("status") != "queued":
             return
         async with self._lock:
             self._customers[cid] = state["customer"]
-            self._queue.push(cid, skill, ts)
+            self._queue.push(cid, skill, ts, int(state.get("priority") or 0))
             await self._dispatch()
 
+    async def responded(self, agent_id: str, response_ms: int) -> None:
+        """A sample of the agent's response time (customer message to this reply)."""
+        await self._ensure_started()
+        async with self._lock:
+            slot = self._agents.get(agent_id) or await self._load_agent(agent_id)
+            if slot is None:
+                return
+            slot.response_ms = ewma(slot.response_ms, response_ms, self._weights.ewma_alpha)
+            await self._store.call("HSET", keys.agent_key(agent_id), "rt_ms",
+                                   str(round(slot.response_ms)))
+
     async def dequeued(self, cid: str) -> None:
+        await self._ensure_started()
         async with self._lock:
             self._forget(cid)
             await self._dispatch()
 
     async def released(self, agent_id: str, cid: str) -> None:
+        await self._ensure_started()
         async with self._lock:
             slot = self._agents.get(agent_id)
             if slot is not None:
@@ -81,14 +121,20 @@ class Router:
             await self._dispatch()
 
     async def agent_updated(self, agent_id: str) -> None:
+        await self._ensure_started()
         async with self._lock:
             await self._load_agent(agent_id)
             await self._dispatch()
 
-    async def presence(self, gateway_id: str, statuses: dict[str, str]) -> None:
-        """A gateway's full snapshot of its agents' presence; renews its lease."""
+    async def presence(self, gateway_id: str, statuses: dict[str, str],
+                       chosen_by: str | None = None) -> None:
+        """A gateway's full snapshot of its agents' presence; renews its lease.
+        ``chosen_by``: an agent who just set its own presence (ends an admin's override)."""
+        await self._ensure_started()
         lease_s = self._settings.config.routing.presence_lease_s
         async with self._lock:
+            if chosen_by is not None:
+                self._overrides.pop(chosen_by, None)
             self._leases[gateway_id] = (time.monotonic() + 3 * lease_s, statuses)
             for agent_id in statuses:
                 if agent_id not in self._agents:
@@ -100,6 +146,7 @@ class Router:
 
     async def accept(self, cid: str, agent_id: str) -> dict[str, Any]:
         """An agent takes a queued conversation by hand (online or away, with room)."""
+        await self._ensure_started()
         async with self._lock:
             slot = await self._slot(agent_id)
             if cid not in self._queue:
@@ -118,6 +165,7 @@ class Router:
 
     async def transfer(self, cid: str, actor_id: str, actor_role: str,
                        to_agent: str | None, to_skill: str | None) -> dict[str, Any]:
+        await self._ensure_started()
         async with self._lock:
             state = await self._store.conversation_state(cid)
             if not state:
@@ -139,12 +187,23 @@ class Router:
                 self._agents[to_agent].load += 1
             return reply
 
+    async def set_presence(self, agent_id: str, status: str) -> None:
+        """An admin sets an agent's presence; it holds until the agent sets its own."""
+        await self._ensure_started()
+        async with self._lock:
+            await self._slot(agent_id)
+            self._overrides[agent_id] = status
+            self._apply_presence()
+            await self._dispatch()
+
     async def snapshot(self) -> dict[str, Any]:
         """The router's view, for operators and tests."""
+        await self._ensure_started()
         return {
-            "queue": [cid for cid, _ in self._queue.ordered()],
+            "queue": self._queue.entries(_now_ms()),
             "agents": {a.agent_id: {"presence": a.presence, "load": a.load,
-                                    "max_chats": a.max_chats} for a in self._agents.values()},
+                                    "max_chats": a.max_chats, "response_ms": a.response_ms}
+                       for a in self._agents.values()},
         }
 
     # --- internals -------------------------------------------------------------------------
@@ -171,6 +230,7 @@ class Router:
             presence=old.presence if old else "offline",
             load=int(load),
             idle_since=old.idle_since if old else 0,
+            response_ms=float(fields["rt_ms"]) if fields.get("rt_ms") else None,
         )
         self._agents[agent_id] = slot
         return slot
@@ -185,8 +245,16 @@ class Router:
             for agent_id, status in statuses.items():
                 if PRESENCE_RANK[status] > PRESENCE_RANK[best.get(agent_id, "offline")]:
                     best[agent_id] = status
+        now = time.monotonic()
         for slot in self._agents.values():
-            slot.presence = best.get(slot.agent_id, "offline")
+            presence = self._overrides.get(slot.agent_id) or best.get(slot.agent_id, "offline")
+            if presence != "offline":
+                self._offline_since.pop(slot.agent_id, None)
+            elif slot.load > 0:
+                # Also after a router restart: a gone agent's chats are not left waiting.
+                self._offline_since.setdefault(slot.agent_id,
+                                               max(now, self._presence_known_at))
+            slot.presence = presence
 
     def _forget(self, cid: str) -> None:
         self._queue.remove(cid)
@@ -211,11 +279,11 @@ class Router:
         """Assign every queued conversation that has an eligible agent, head first, then
         tell waiting customers whose position changed."""
         agents = list(self._agents.values())
-        for cid, skill in self._queue.ordered():
-            slot = choose_agent(agents, skill)
+        for cid, skill in self._queue.ordered(_now_ms()):
+            slot = choose_agent(agents, skill, self._weights)
             if slot is None:
                 continue
-            reason = {"policy": "least_loaded", "load": slot.load, "max_chats": slot.max_chats}
+            reason = explain(slot, self._weights)
             try:
                 await self._assign(cid, slot, reason)
             except Conflict:
@@ -227,7 +295,7 @@ class Router:
 
     async def _tell_positions(self) -> None:
         events = []
-        for cid, position in self._queue.positions().items():
+        for cid, position in self._queue.positions(_now_ms()).items():
             if self._told_positions.get(cid) != position and cid in self._customers:
                 self._told_positions[cid] = position
                 frame = dump(QueueEvent(conversation_id=cid, position=position))
@@ -257,14 +325,43 @@ class Router:
         for (cid, ts), state in zip(missing, states, strict=True):
             if state.get("status") == "queued":
                 self._customers[cid] = state["customer"]
-                self._queue.push(cid, state.get("skill") or None, ts)
+                self._queue.push(cid, state.get("skill") or None, ts,
+                                 int(state.get("priority") or 0))
+
+    async def _requeue_vanished(self) -> None:
+        """Requeue, at the front, the chats of agents offline for longer than the grace."""
+        grace = self._routing.offline_grace_s
+        now = time.monotonic()
+        for agent_id, since in list(self._offline_since.items()):
+            if now - since < grace:
+                continue
+            del self._offline_since[agent_id]
+            cids = sorted(await self._store.call("SMEMBERS", keys.agent_convs_key(agent_id)))
+            log.warning("agent %s offline for %.0f s: requeueing %d conversations", agent_id,
+                        now - since, len(cids))
+            for cid in cids:
+                command = ShardCommand(kind="requeue", conversation_id=cid, actor_id="router",
+                                       actor_role="router", to_agent=agent_id,
+                                       reason={"why": "agent_offline"})
+                try:
+                    await self._shards.submit(command)
+                except RaydeskError as exc:
+                    log.warning("requeue of %s failed: %s", cid, exc)
+                    continue
+                state = await self._store.conversation_state(cid)
+                self._customers[cid] = state["customer"]
+                self._queue.push(cid, state.get("skill") or None, _now_ms(), FRONT_PRIORITY)
+            await self._load_agent(agent_id)
 
     async def _loop(self) -> None:
+        # Often enough to requeue close to the grace period, and to renew nothing late.
+        period = min(RECONCILE_S, self._routing.offline_grace_s / 4)
         while True:
-            await asyncio.sleep(RECONCILE_S)
+            await asyncio.sleep(period)
             try:
                 async with self._lock:
                     await self._reconcile()
+                    await self._requeue_vanished()
                     await self._dispatch()
             except Exception:  # one failed round must not stop the loop
                 log.exception("router reconcile failed")

@@ -15,6 +15,7 @@ send safe.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -27,6 +28,7 @@ from raydesk import decide
 from raydesk import store as keys
 from raydesk.conversation import Conversation, Status
 from raydesk.errors import NotFound, RaydeskError, Unavailable
+from raydesk.routing import priority_for
 from raydesk.schema import ShardCommand
 from raydesk.settings import Settings
 from raydesk.store import Store
@@ -127,8 +129,9 @@ class ConversationShard:
             # else is not this visitor's to create.
             if visitor.get("open") != cmd.conversation_id:
                 raise NotFound(f"conversation {cmd.conversation_id} not found")
+            skill, priority = self._routing_needs(visitor)
             decision = decide.open_conversation(
-                cmd, visitor, now, [new_message_id() for _ in range(3)])
+                cmd, visitor, now, [new_message_id() for _ in range(3)], skill, priority)
         elif cmd.kind == "send":
             if conv.status is Status.CLOSED:
                 # A resend of a message stored before the close gets its original ack.
@@ -146,6 +149,8 @@ class ConversationShard:
         elif cmd.kind == "assign":
             decision = decide.assign(conv, cmd, now, new_message_id(),
                                      await self._visitor(conv.customer))
+        elif cmd.kind == "requeue":
+            decision = decide.requeue(conv, cmd, now, new_message_id())
         elif cmd.kind == "transfer":
             visitor = await self._visitor(conv.customer) if cmd.to_agent else {}
             decision = decide.transfer(conv, cmd, now, new_message_id(), visitor)
@@ -165,6 +170,16 @@ class ConversationShard:
         for method, args in decision.router:
             self._tell_router(method, *args)
         return decision.reply
+
+    def _routing_needs(self, visitor: dict[str, str]) -> tuple[str | None, int]:
+        """The skill and queue priority a visitor's new conversation gets."""
+        routing = self._settings.config.routing
+        inbox = visitor.get("inbox") or None
+        skill = visitor.get("skill") or (routing.inbox_skills.get(inbox) if inbox else None)
+        attributes = json.loads(visitor.get("attributes") or "{}")
+        priority = priority_for(attributes, inbox, routing.inbox_priority,
+                                routing.vip_attribute, routing.default_priority)
+        return skill, priority
 
     def _tell_router(self, method: str, *args: Any) -> None:
         """Fire and forget: the router also reconciles with the store on a timer."""

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raydesk.errors import ConfigError
+from raydesk.routing import Weights
 
 
 class _Section(BaseModel):
@@ -84,6 +85,29 @@ class RoutingConfig(_Section):
     # Gateways renew their agents' presence this often; a gateway silent for 3 periods
     # is taken as gone and its agents' connections are dropped from presence.
     presence_lease_s: Annotated[float, Field(gt=0)] = 10.0
+    # score = load_weight * chats/max_chats + response_time_weight * rt/(rt + scale);
+    # lowest wins (docs/explanation/routing.md).
+    load_weight: Annotated[float, Field(ge=0)] = 1.0
+    response_time_weight: Annotated[float, Field(ge=0)] = 0.5
+    response_time_scale_s: Annotated[float, Field(gt=0)] = 60.0
+    # Weight of the newest sample in an agent's running mean response time.
+    response_time_alpha: Annotated[float, Field(gt=0, le=1)] = 0.2
+    # Queue order: lower priority first, FIFO within; VIP visitors get 0.
+    default_priority: Annotated[int, Field(ge=0, le=100)] = 1
+    inbox_priority: dict[str, Annotated[int, Field(ge=0, le=100)]] = {}
+    vip_attribute: str | None = None
+    # Every this many seconds of waiting improves a conversation's priority by one.
+    priority_aging_s: Annotated[float, Field(gt=0)] = 120.0
+    # The skill a visitor's conversations need when the visitor names none, by inbox.
+    inbox_skills: dict[str, str] = {}
+    # An agent with no connection for this long has their conversations requeued at the
+    # front; long enough to ride out a page reload or a brief network loss.
+    offline_grace_s: Annotated[float, Field(gt=0)] = 60.0
+
+    def weights(self) -> Weights:
+        return Weights(load=self.load_weight, response_time=self.response_time_weight,
+                       response_time_scale_ms=self.response_time_scale_s * 1000,
+                       ewma_alpha=self.response_time_alpha, aging_s=self.priority_aging_s)
 
 
 class Config(_Section):

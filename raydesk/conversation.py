@@ -47,6 +47,10 @@ class Conversation:
     inbox: str | None = None
     created_ts: int = 0
     updated_ts: int = 0
+    priority: int = 0
+    # When the oldest customer message that no agent has answered yet arrived (or, if
+    # later, when the current agent got the conversation): the response-time clock.
+    awaiting_since: int | None = None
 
     @classmethod
     def from_state(cls, cid: str, state: dict[str, str]) -> Conversation:
@@ -63,6 +67,9 @@ class Conversation:
             inbox=state.get("inbox") or None,
             created_ts=int(state.get("created_ts", 0)),
             updated_ts=int(state.get("updated_ts", 0)),
+            priority=int(state.get("priority") or 0),
+            awaiting_since=int(state["awaiting_since"]) if state.get("awaiting_since")
+            else None,
         )
 
     def to_state(self) -> dict[str, str]:
@@ -76,6 +83,8 @@ class Conversation:
             "inbox": self.inbox or "",
             "created_ts": str(self.created_ts),
             "updated_ts": str(self.updated_ts),
+            "priority": str(self.priority),
+            "awaiting_since": "" if self.awaiting_since is None else str(self.awaiting_since),
         }
 
     # --- who may do what ---------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 from raydesk import store as keys
 from raydesk.conversation import Conversation, Status
 from raydesk.errors import BadRequest, Conflict, Forbidden, NotFound
+from raydesk.routing import FRONT_PRIORITY
 from raydesk.schema import Assigned, Message, ReadEvent, Sender, ShardCommand, TypingEvent, dump
 
 
@@ -62,14 +63,16 @@ def ack_from_dedupe(cmd: ShardCommand, value: str) -> dict[str, Any]:
 
 
 def open_conversation(cmd: ShardCommand, visitor: dict[str, str], now: int,
-                      ids: list[str]) -> Decision:
+                      ids: list[str], skill: str | None = None,
+                      priority: int = 0) -> Decision:
     """A customer's first message: the conversation opens, queues, and holds the message.
 
-    Seqs: 1 ``opened``, 2 the customer's message, 3 ``queued``.
+    Seqs: 1 ``opened``, 2 the customer's message, 3 ``queued``. ``skill`` and ``priority``
+    are the routing needs the shard worked out from the visitor and the config.
     """
     conv = Conversation(id=cmd.conversation_id, customer=cmd.actor_id, status=Status.QUEUED,
-                        skill=visitor.get("skill") or None, inbox=visitor.get("inbox") or None,
-                        created_ts=now, updated_ts=now)
+                        skill=skill, inbox=visitor.get("inbox") or None,
+                        created_ts=now, updated_ts=now, priority=priority)
     opened = _system(conv, 1, ids[0], now, "opened", "Conversation opened", status="queued")
     decision = send_message(conv, cmd, now, ids[1], base_seq=1)
     queued = _system(conv, 3, ids[2], now, "queued", "Waiting for an agent",
@@ -102,14 +105,25 @@ def send_message(conv: Conversation, cmd: ShardCommand, now: int, message_id: st
     frame = Message(conversation_id=conv.id, seq=seq, message_id=message_id,
                     client_msg_id=cmd.client_msg_id, sender=_sender(cmd), text=cmd.text,
                     ts=now).to_json()
-    after = dataclasses.replace(conv, last_seq=seq, updated_ts=now)
-    commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame],
-                         state={"last_seq": str(seq), "updated_ts": str(now)},
+    # The response-time clock: starts at the first unanswered customer message, stops at
+    # the assigned agent's reply, which the router learns as a sample for that agent.
+    awaiting, router = conv.awaiting_since, []
+    if cmd.actor_role == "customer":
+        awaiting = awaiting if awaiting is not None else now
+    elif cmd.actor_id == conv.assignee:
+        if awaiting is not None:
+            router.append(("responded", (cmd.actor_id, now - awaiting)))
+        awaiting = None
+    after = dataclasses.replace(conv, last_seq=seq, updated_ts=now, awaiting_since=awaiting)
+    state = {"last_seq": str(seq), "updated_ts": str(now)}
+    if awaiting != conv.awaiting_since:
+        state["awaiting_since"] = after.to_state()["awaiting_since"]
+    commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame], state=state,
                          publish=_publish(conv.participants, [frame]),
                          dedupe=dedupe_field(cmd), dedupe_value=f"{seq}|{message_id}|{now}")
     reply = {"type": "ack", "client_msg_id": cmd.client_msg_id, "conversation_id": conv.id,
              "seq": seq, "message_id": message_id, "ts": now}
-    return Decision(after, commit, reply)
+    return Decision(after, commit, reply, router=router)
 
 
 def typing(conv: Conversation, cmd: ShardCommand) -> Decision:
@@ -166,7 +180,7 @@ def assign(conv: Conversation, cmd: ShardCommand, now: int, message_id: str,
         raise Conflict(f"conversation {conv.id} is {conv.status.value}, not queued")
     seq = conv.last_seq + 1
     after = dataclasses.replace(conv, status=Status.ASSIGNED, assignee=agent, last_seq=seq,
-                                updated_ts=now)
+                                updated_ts=now, awaiting_since=_restart(conv, now))
     frame = _system(conv, seq, message_id, now, "assigned", "An agent joined",
                     agent_id=agent, reason=cmd.reason or {}).to_json()
     assigned = dump(Assigned(conversation_id=conv.id, visitor=visitor, last_seq=seq))
@@ -194,7 +208,8 @@ def transfer(conv: Conversation, cmd: ShardCommand, now: int, message_id: str,
     if cmd.to_agent:
         if cmd.to_agent == old:
             raise Conflict(f"conversation {conv.id} is already assigned to {old}")
-        after = dataclasses.replace(conv, assignee=cmd.to_agent, last_seq=seq, updated_ts=now)
+        after = dataclasses.replace(conv, assignee=cmd.to_agent, last_seq=seq, updated_ts=now,
+                                    awaiting_since=_restart(conv, now))
         ops.append(("SADD", keys.agent_convs_key(cmd.to_agent), conv.id))
         details: dict[str, Any] = {"from_agent": old, "to_agent": cmd.to_agent}
         router: list[tuple[str, tuple[Any, ...]]] = [("released", (old, conv.id))]
@@ -215,6 +230,33 @@ def transfer(conv: Conversation, cmd: ShardCommand, now: int, message_id: str,
     commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame],
                          state=after.to_state(), ops=ops, publish=publish)
     return Decision(after, commit, {"type": "ok", "last_seq": seq}, router=router)
+
+
+def _restart(conv: Conversation, now: int) -> int | None:
+    """A new agent's response time counts from when they got the conversation."""
+    return None if conv.awaiting_since is None else now
+
+
+def requeue(conv: Conversation, cmd: ShardCommand, now: int, message_id: str) -> Decision:
+    """The router takes an assigned conversation back (its agent vanished): it waits at
+    the front of the queue, and the customer is told."""
+    if conv.status is not Status.ASSIGNED or conv.assignee is None:
+        raise Conflict(f"conversation {conv.id} is {conv.status.value}, not assigned")
+    if cmd.to_agent is not None and cmd.to_agent != conv.assignee:
+        raise Conflict(f"conversation {conv.id} is no longer assigned to {cmd.to_agent}")
+    seq = conv.last_seq + 1
+    after = dataclasses.replace(conv, status=Status.QUEUED, assignee=None, last_seq=seq,
+                                updated_ts=now, priority=FRONT_PRIORITY)
+    reason = (cmd.reason or {}).get("why", "agent_offline")
+    frame = _system(conv, seq, message_id, now, "queued",
+                    "Your agent is unavailable; you are first in line for the next one",
+                    skill=conv.skill, reason=reason, from_agent=conv.assignee).to_json()
+    commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame],
+                         state=after.to_state(),
+                         ops=[("SREM", keys.agent_convs_key(conv.assignee), conv.id),
+                              ("ZADD", keys.QUEUE, now, conv.id)],
+                         publish=_publish(conv.participants, [frame]))
+    return Decision(after, commit, {"type": "ok", "last_seq": seq})
 
 
 def visitor_card(visitor_id: str, fields: dict[str, str]) -> dict[str, Any]:

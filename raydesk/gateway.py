@@ -38,6 +38,8 @@ from raydesk.hub import Hub
 from raydesk.schema import (
     AgentCreate,
     AgentCreated,
+    AgentInfo,
+    AgentUpdate,
     ConversationInfo,
     ConversationPage,
     FaqReplace,
@@ -45,6 +47,8 @@ from raydesk.schema import (
     Login,
     LoginResult,
     MessagePage,
+    QueueEntry,
+    QueuePage,
     VisitorCreate,
     VisitorCreated,
 )
@@ -97,10 +101,12 @@ class GatewayCore:
                 best[session.principal.id] = session.presence
         return best
 
-    async def presence_changed(self) -> None:
-        """Tell the router at once (and renew this gateway's lease)."""
+    async def presence_changed(self, chosen_by: str | None = None) -> None:
+        """Tell the router at once (and renew this gateway's lease). ``chosen_by``: the
+        agent who just set its own presence."""
         try:
-            await self.router().presence.remote(self.gateway_id, self.presence_snapshot())
+            await self.router().presence.remote(self.gateway_id, self.presence_snapshot(),
+                                                chosen_by)
         except (RayError, ValueError):
             self._router = None
             log.warning("gateway %s: router unreachable for presence", self.gateway_id)
@@ -160,6 +166,13 @@ class GatewayCore:
 
 _RELEASE_OPEN = ("if redis.call('HGET', KEYS[1], 'open') == ARGV[1] then "
                  "return redis.call('HDEL', KEYS[1], 'open') end return 0")
+
+
+def agent_info(agent_id: str, fields: dict[str, str]) -> AgentInfo:
+    return AgentInfo(agent_id=agent_id, email=fields["email"], name=fields["name"],
+                     role=fields.get("role", "agent"),
+                     skills=json.loads(fields.get("skills") or "[]"),
+                     max_chats=int(fields["max_chats"]))
 
 
 def _bearer(authorization: Annotated[str | None, Header()] = None) -> str | None:
@@ -249,6 +262,38 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
         except (RayError, ValueError):
             log.warning("router not told of new agent %s; it will find it", agent_id)
         return AgentCreated(agent_id=agent_id)
+
+    @app.patch("/v1/agents/{agent_id}", response_model=AgentInfo)
+    async def update_agent(agent_id: str, body: AgentUpdate, token: Bearer) -> AgentInfo:
+        core.tokens.require_admin(token)
+        key = keys.agent_key(agent_id)
+        if not await core.store.call("EXISTS", key):
+            raise NotFound(f"agent {agent_id} not found")
+        fields: dict[str, str] = {}
+        if body.name is not None:
+            fields["name"] = body.name
+        if body.skills is not None:
+            fields["skills"] = json.dumps(sorted(set(body.skills)))
+        if body.max_chats is not None:
+            fields["max_chats"] = str(body.max_chats)
+        if fields:
+            await core.store.call("HSET", key, *[x for kv in fields.items() for x in kv])
+        try:
+            await core.router_call("agent_updated", agent_id)
+        except Unavailable:
+            log.warning("router not told of agent %s's change; it reloads agents itself",
+                        agent_id)
+        if body.presence is not None:
+            await core.router_call("set_presence", agent_id, body.presence)
+        return agent_info(agent_id, dict(await core.store.call("HGETALL", key)))
+
+    @app.get("/v1/queue", response_model=QueuePage)
+    async def queue(token: Bearer) -> QueuePage:
+        """Conversations waiting for an agent, head first (agents only)."""
+        if not principal(token).is_agent:
+            raise Forbidden("the queue is for agents")
+        snapshot = await core.router_call("snapshot")
+        return QueuePage(queue=[QueueEntry(**entry) for entry in snapshot["queue"]])
 
     @app.post("/v1/agents/login", response_model=LoginResult)
     async def login(body: Login) -> LoginResult:

@@ -1,17 +1,40 @@
-"""Routing policy and the wait queue. Pure and deterministic: no Ray, no clock reads.
+"""Routing policy and the wait queue. Pure and deterministic: no Ray, no clock reads
+(the caller passes the time).
 
-Until the skill/response-time router lands, the policy is: among eligible agents (online,
-under ``max_chats``, with the conversation's skill when it names one) choose the least
-loaded (open chats / capacity), ties to the one idle longest, then by id.
+Eligible agents are online, under ``max_chats`` and have the conversation's skill (a
+conversation without a skill may go to anyone). Among them the lowest score wins::
+
+    score = w_load * open_chats / max_chats  +  w_rt * rt / (rt + rt_scale)
+
+where ``rt`` is the agent's response time (an exponentially weighted mean of the time
+from a customer message to that agent's next reply; an agent not yet measured counts as
+``rt_scale``, i.e. 0.5). Ties go to the agent idle longest, then to the smaller id, so the
+same inputs always give the same choice.
+
+The queue is FIFO within priority (a lower number first). A conversation's priority
+improves by one for every ``aging_s`` it has waited, so a steady stream of urgent
+conversations cannot starve an ordinary one forever.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 PRESENCE_RANK = {"offline": 0, "away": 1, "online": 2}
+# Requeued because their agent vanished or missed the first-reply deadline: ahead of all.
+FRONT_PRIORITY = -1
+
+
+@dataclass(frozen=True)
+class Weights:
+    load: float = 1.0
+    response_time: float = 0.5
+    response_time_scale_ms: float = 60_000.0
+    # Weight of the newest response-time sample in the running mean.
+    ewma_alpha: float = 0.2
+    aging_s: float = 120.0
 
 
 @dataclass
@@ -23,6 +46,7 @@ class AgentSlot:
     load: int = 0
     # When the agent last had a chat assigned or freed (ms); the longest idle wins ties.
     idle_since: int = 0
+    response_ms: float | None = None
 
     def eligible(self, skill: str | None) -> bool:
         return (self.presence == "online" and self.load < self.max_chats
@@ -32,30 +56,69 @@ class AgentSlot:
         return self.load < self.max_chats
 
 
-def choose_agent(agents: list[AgentSlot], skill: str | None) -> AgentSlot | None:
+def score(agent: AgentSlot, weights: Weights) -> float:
+    """Lower is better; see the module docstring."""
+    scale = weights.response_time_scale_ms
+    rt = scale if agent.response_ms is None else agent.response_ms
+    return (weights.load * agent.load / agent.max_chats
+            + weights.response_time * rt / (rt + scale))
+
+
+def choose_agent(agents: list[AgentSlot], skill: str | None,
+                 weights: Weights = Weights()) -> AgentSlot | None:
     """The agent a conversation needing ``skill`` goes to now, or None if nobody fits."""
     eligible = [a for a in agents if a.eligible(skill)]
     if not eligible:
         return None
-    return min(eligible, key=lambda a: (a.load / a.max_chats, a.idle_since, a.agent_id))
+    # Rounded so that float noise never decides between equal agents.
+    return min(eligible, key=lambda a: (round(score(a, weights), 9), a.idle_since,
+                                        a.agent_id))
 
 
-@dataclass(order=True)
+def explain(agent: AgentSlot, weights: Weights) -> dict[str, Any]:
+    """Why an agent was chosen: stored with the assignment, shown to agents."""
+    return {"policy": "score", "score": round(score(agent, weights), 4), "load": agent.load,
+            "max_chats": agent.max_chats,
+            "response_ms": None if agent.response_ms is None else round(agent.response_ms),
+            "weights": {"load": weights.load, "response_time": weights.response_time}}
+
+
+def ewma(mean: float | None, sample: float, alpha: float) -> float:
+    return sample if mean is None else alpha * sample + (1 - alpha) * mean
+
+
+def priority_for(attributes: dict[str, str], inbox: str | None,
+                 inbox_priority: dict[str, int], vip_attribute: str | None,
+                 default: int) -> int:
+    """A new conversation's priority: 0 for a VIP visitor, else its inbox's, else the
+    default."""
+    if vip_attribute and attributes.get(vip_attribute, "").lower() in ("1", "true", "yes"):
+        return 0
+    if inbox is not None and inbox in inbox_priority:
+        return inbox_priority[inbox]
+    return default
+
+
+@dataclass
 class _Entry:
-    priority: int
+    conversation_id: str
+    skill: str | None
     enqueued_ts: int
+    priority: int
     order: int
-    conversation_id: str = field(compare=False)
-    skill: str | None = field(compare=False)
+
+    def key(self, now: int, aging_ms: float) -> tuple[int, int, int]:
+        waited = max(0, now - self.enqueued_ts)
+        return (self.priority - int(waited // aging_ms), self.enqueued_ts, self.order)
 
 
 class WaitQueue:
-    """Conversations waiting for an agent: FIFO within priority (lower number first)."""
+    """Conversations waiting for an agent: FIFO within (aged) priority."""
 
-    def __init__(self) -> None:
-        self._heap: list[_Entry] = []
+    def __init__(self, aging_s: float = Weights.aging_s) -> None:
         self._entries: dict[str, _Entry] = {}
         self._order = itertools.count()
+        self._aging_ms = aging_s * 1000
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -68,25 +131,31 @@ class WaitQueue:
         """Add a conversation; False (and no change) if it is already queued."""
         if conversation_id in self._entries:
             return False
-        entry = _Entry(priority, enqueued_ts, next(self._order), conversation_id, skill)
-        self._entries[conversation_id] = entry
-        heapq.heappush(self._heap, entry)
+        self._entries[conversation_id] = _Entry(conversation_id, skill, enqueued_ts,
+                                                priority, next(self._order))
         return True
 
     def remove(self, conversation_id: str) -> bool:
         return self._entries.pop(conversation_id, None) is not None
 
-    def ordered(self) -> list[tuple[str, str | None]]:
+    def ordered(self, now: int = 0) -> list[tuple[str, str | None]]:
         """(conversation id, skill) for every queued conversation, head first."""
-        self._heap = [e for e in self._heap if self._entries.get(e.conversation_id) is e]
-        heapq.heapify(self._heap)
-        return [(e.conversation_id, e.skill) for e in sorted(self._heap)]
+        entries = sorted(self._entries.values(), key=lambda e: e.key(now, self._aging_ms))
+        return [(e.conversation_id, e.skill) for e in entries]
 
-    def positions(self) -> dict[str, int]:
+    def entries(self, now: int) -> list[dict[str, Any]]:
+        """Every queued conversation, head first, with its position and wait."""
+        positions = self.positions(now)
+        ordered = sorted(self._entries.values(), key=lambda e: e.key(now, self._aging_ms))
+        return [{"conversation_id": e.conversation_id, "skill": e.skill,
+                 "priority": e.priority, "position": positions[e.conversation_id],
+                 "waiting_ms": max(0, now - e.enqueued_ts)} for e in ordered]
+
+    def positions(self, now: int = 0) -> dict[str, int]:
         """Each conversation's 1-based position among those needing the same skill."""
         counters: dict[str | None, int] = {}
         result = {}
-        for cid, skill in self.ordered():
+        for cid, skill in self.ordered(now):
             counters[skill] = counters.get(skill, 0) + 1
             result[cid] = counters[skill]
         return result

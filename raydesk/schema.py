@@ -272,6 +272,36 @@ class AgentCreated(_Body):
     agent_id: str
 
 
+class AgentUpdate(_Body):
+    """``PATCH /v1/agents/{id}``: every field optional; effective immediately."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    skills: Annotated[list[Skill], Field(max_length=100)] | None = None
+    max_chats: Annotated[int, Field(ge=1, le=1000)] | None = None
+    presence: Presence | None = None
+
+
+class AgentInfo(_Body):
+    agent_id: str
+    email: str
+    name: str
+    role: str
+    skills: list[str]
+    max_chats: int
+
+
+class QueueEntry(_Body):
+    conversation_id: str
+    skill: str | None
+    priority: int
+    position: int
+    waiting_ms: int
+
+
+class QueuePage(_Body):
+    queue: list[QueueEntry]
+
+
 class Login(_Body):
     email: Annotated[str, StringConstraints(max_length=420)]
     password: Annotated[str, StringConstraints(max_length=1024)]
@@ -321,7 +351,8 @@ def validate_body(model: type[_Body], raw: bytes) -> Any:
 
 # --- frames between raydesk's own processes ------------------------------------------
 
-ShardCommandKind = Literal["send", "typing", "read", "close", "assign", "transfer"]
+ShardCommandKind = Literal["send", "typing", "read", "close", "assign", "transfer",
+                           "requeue"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -293,7 +293,7 @@ class Session:
         elif isinstance(frame, PresenceFrame):
             self._require_agent("presence")
             self.presence = frame.status
-            await self.core.presence_changed()
+            await self.core.presence_changed(chosen_by=self.principal.id)
         elif isinstance(frame, Accept):
             self._require_agent("accept")
             await self.core.router_call("accept", frame.conversation_id, self.principal.id)

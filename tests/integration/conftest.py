@@ -32,7 +32,8 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
                          server={"port": free_port(), "gateway_replicas": 2},
                          cluster={"shards": 2, "namespace": f"t{uuid.uuid4().hex[:8]}"},
                          limits=TEST_LIMITS, websocket=TEST_WEBSOCKET,
-                         routing={"presence_lease_s": 2.0})
+                         routing={"presence_lease_s": 2.0, "offline_grace_s": 4.0,
+                                  "vip_attribute": "vip"})
     rt = Runtime(config)
     rt.start()
     yield rt

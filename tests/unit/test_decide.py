@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from raydesk import store as keys
 from raydesk.conversation import Conversation, IllegalTransition, Status
 from raydesk.decide import ConversationClosed
 from raydesk.errors import BadRequest, Conflict, Forbidden, NotFound
+from raydesk.routing import FRONT_PRIORITY
 from raydesk.schema import Message, ShardCommand
 
 NOW = 1_700_000_000_000
@@ -46,7 +48,7 @@ def _channels(publish: list[tuple[str, str]]) -> list[str]:
 
 def _open(skill: str | None = "billing") -> decide.Decision:
     visitor = {"skill": skill or "", "inbox": "web"}
-    return decide.open_conversation(_cmd(), visitor, NOW, ["id-1", "id-2", "id-3"])
+    return decide.open_conversation(_cmd(), visitor, NOW, ["id-1", "id-2", "id-3"], skill)
 
 
 def test_open_conversation_stores_opened_message_queued_as_seqs_1_2_3() -> None:
@@ -138,7 +140,10 @@ def test_send_message_takes_the_next_seq(actor: str, role: str, wire_role: str) 
     assert msg["client_msg_id"] == "m-1"
     assert commit.dedupe == f"{actor}|m-1"
     assert commit.dedupe_value == f"6|mid|{NOW}"
-    assert commit.state == {"last_seq": "6", "updated_ts": str(NOW)}
+    expected_state = {"last_seq": "6", "updated_ts": str(NOW)}
+    if role == "customer":  # the response-time clock starts
+        expected_state["awaiting_since"] = str(NOW)
+    assert commit.state == expected_state
     assert decision.reply == {"type": "ack", "client_msg_id": "m-1", "conversation_id": "c1",
                               "seq": 6, "message_id": "mid", "ts": NOW}
     assert decision.conversation.last_seq == 6
@@ -467,6 +472,217 @@ def test_transfer_when_not_assigned_is_conflict(status: Status) -> None:
     """Only an assigned conversation can be transferred."""
     with pytest.raises(Conflict, match="not assigned"):
         _transfer(_conv(status, assignee=None), actor="router", role="router", to_agent="a2")
+
+
+# --- the response-time clock -----------------------------------------------------------
+
+
+def _waiting(since: int | None, status: Status = Status.ASSIGNED,
+             assignee: str | None = "a1") -> Conversation:
+    return dataclasses.replace(_conv(status, assignee=assignee), awaiting_since=since)
+
+
+def test_open_conversation_starts_the_clock_and_stores_the_priority() -> None:
+    """The opening customer message starts the response-time clock; the priority given is
+    kept and stored."""
+    decision = decide.open_conversation(_cmd(), {"inbox": "web"}, NOW, ["i1", "i2", "i3"],
+                                        "billing", priority=3)
+    assert decision.conversation.awaiting_since == NOW
+    assert decision.conversation.priority == 3
+    assert decision.commit is not None
+    assert decision.commit.state["awaiting_since"] == str(NOW)
+    assert decision.commit.state["priority"] == "3"
+
+
+def test_customer_message_starts_the_clock() -> None:
+    """A customer message with no unanswered one before starts the clock, written to state."""
+    decision = decide.send_message(_waiting(None), _cmd(), NOW, "mid")
+    assert decision.conversation.awaiting_since == NOW
+    assert decision.commit is not None
+    assert decision.commit.state["awaiting_since"] == str(NOW)
+    assert decision.router == []
+
+
+def test_second_customer_message_keeps_the_first_time() -> None:
+    """A further customer message leaves the clock at the first unanswered one (and does
+    not rewrite it)."""
+    decision = decide.send_message(_waiting(NOW - 5_000), _cmd(), NOW, "mid")
+    assert decision.conversation.awaiting_since == NOW - 5_000
+    assert decision.commit is not None
+    assert "awaiting_since" not in decision.commit.state
+    assert decision.router == []
+
+
+def test_assigned_agent_reply_reports_the_response_time() -> None:
+    """The assignee's reply tells the router ('responded', (agent, ms)) and stops the clock."""
+    decision = decide.send_message(_waiting(NOW - 7_500), _cmd(actor="a1", role="agent"),
+                                   NOW, "mid")
+    assert decision.router == [("responded", ("a1", 7_500))]
+    assert decision.conversation.awaiting_since is None
+    assert decision.commit is not None
+    assert decision.commit.state["awaiting_since"] == ""
+
+
+def test_agent_reply_without_a_pending_customer_message_reports_nothing() -> None:
+    """An agent writing again (nothing unanswered) sends no sample and writes no clock."""
+    decision = decide.send_message(_waiting(None), _cmd(actor="a1", role="agent"), NOW, "mid")
+    assert decision.router == []
+    assert decision.conversation.awaiting_since is None
+    assert decision.commit is not None
+    assert "awaiting_since" not in decision.commit.state
+
+
+def test_other_agent_cannot_stop_the_clock() -> None:
+    """An agent that is not the assignee is refused, and the clock keeps running."""
+    conv = _waiting(NOW - 1_000)
+    with pytest.raises(Forbidden):
+        decide.send_message(conv, _cmd(actor="a2", role="agent"), NOW, "mid")
+    assert conv.awaiting_since == NOW - 1_000
+
+
+def test_clock_over_a_conversation() -> None:
+    """Two customer messages then a reply measure from the first; the next customer message
+    starts a new measurement."""
+    conv = _waiting(None)
+    conv = decide.send_message(conv, _cmd(), NOW, "m1").conversation
+    conv = decide.send_message(conv, _cmd(client_msg_id="m-2"), NOW + 1_000, "m2").conversation
+    reply = decide.send_message(conv, _cmd(actor="a1", role="agent", client_msg_id="m-3"),
+                                NOW + 4_000, "m3")
+    assert reply.router == [("responded", ("a1", 4_000))]
+    again = decide.send_message(reply.conversation, _cmd(client_msg_id="m-4"), NOW + 9_000,
+                                "m4")
+    assert again.conversation.awaiting_since == NOW + 9_000
+    assert again.conversation.last_seq == 9
+
+
+def test_assign_restarts_a_running_clock() -> None:
+    """A new agent's response time counts from the assignment, not the customer's message."""
+    decision = _assign(_waiting(NOW - 60_000, Status.QUEUED, assignee=None))
+    assert decision.conversation.awaiting_since == NOW
+    assert decision.commit is not None
+    assert decision.commit.state["awaiting_since"] == str(NOW)
+    reply = decide.send_message(decision.conversation,
+                                _cmd(actor="a7", role="agent"), NOW + 2_000, "mid")
+    assert reply.router == [("responded", ("a7", 2_000))]
+
+
+def test_assign_without_a_running_clock_leaves_it_stopped() -> None:
+    """Assigning a conversation with nothing unanswered does not start the clock."""
+    decision = _assign(_waiting(None, Status.QUEUED, assignee=None))
+    assert decision.conversation.awaiting_since is None
+    assert decision.commit is not None
+    assert decision.commit.state["awaiting_since"] == ""
+
+
+def test_transfer_to_agent_restarts_a_running_clock() -> None:
+    """A transfer to another agent restarts a running clock at now; a stopped one stays
+    stopped."""
+    running = _transfer(_waiting(NOW - 60_000), to_agent="a2")
+    assert running.conversation.awaiting_since == NOW
+    assert running.commit is not None
+    assert running.commit.state["awaiting_since"] == str(NOW)
+    stopped = _transfer(_waiting(None), to_agent="a2")
+    assert stopped.conversation.awaiting_since is None
+    assert stopped.commit is not None
+    assert stopped.commit.state["awaiting_since"] == ""
+
+
+def test_transfer_to_skill_keeps_the_clock() -> None:
+    """A transfer back to the queue leaves the clock as it was (the next assignment
+    restarts it)."""
+    assert _transfer(_waiting(NOW - 60_000), to_skill="tech").conversation.awaiting_since == (
+        NOW - 60_000)
+    assert _transfer(_waiting(None), to_skill="tech").conversation.awaiting_since is None
+
+
+# --- requeue ---------------------------------------------------------------------------
+
+
+def _requeue(conv: Conversation | None = None, **fields: Any) -> decide.Decision:
+    fields.setdefault("to_agent", "a1")
+    return decide.requeue(conv or _waiting(NOW - 90_000),
+                          _cmd("requeue", actor="router", role="router", **fields), NOW, "mid")
+
+
+def test_requeue_puts_the_conversation_at_the_front() -> None:
+    """Requeue: queued, no assignee, FRONT_PRIORITY, the next seq, clock kept, acked."""
+    decision = _requeue()
+    after = decision.conversation
+    assert (after.status, after.assignee, after.priority) == (Status.QUEUED, None,
+                                                             FRONT_PRIORITY)
+    assert (after.last_seq, after.updated_ts, after.skill) == (6, NOW, "billing")
+    assert after.awaiting_since == NOW - 90_000
+    commit = decision.commit
+    assert commit is not None
+    assert commit.expect == 5
+    assert commit.state == after.to_state()
+    assert commit.state["priority"] == str(FRONT_PRIORITY)
+    assert decision.reply == {"type": "ok", "last_seq": 6}
+
+
+def test_requeue_stores_one_queued_message_from_the_system() -> None:
+    """One system message with event kind 'queued', the skill, reason agent_offline and the
+    agent it came from."""
+    commit = _requeue().commit
+    assert commit is not None
+    (msg,) = _messages(commit)
+    Message.model_validate(msg)
+    assert (msg["seq"], msg["message_id"], msg["ts"]) == (6, "mid", NOW)
+    assert msg["sender"] == {"role": "system", "id": "raydesk"}
+    assert msg["event"] == {"kind": "queued", "skill": "billing", "reason": "agent_offline",
+                            "from_agent": "a1"}
+
+
+def test_requeue_reason_comes_from_the_command() -> None:
+    """cmd.reason['why'] is the message's reason."""
+    commit = _requeue(reason={"why": "first_reply_timeout"}).commit
+    assert commit is not None
+    assert _messages(commit)[0]["event"]["reason"] == "first_reply_timeout"
+
+
+def test_requeue_moves_the_conversation_from_the_agent_to_the_queue() -> None:
+    """The ops take it off the agent's set and add it to the queue at now."""
+    commit = _requeue().commit
+    assert commit is not None
+    assert commit.ops == [("SREM", keys.agent_convs_key("a1"), "c1"),
+                          ("ZADD", keys.QUEUE, NOW, "c1")]
+
+
+def test_requeue_tells_the_customer_and_the_old_agent() -> None:
+    """The message is published to the customer and to the agent who lost it."""
+    commit = _requeue().commit
+    assert commit is not None
+    assert commit.publish == [(keys.channel("v1"), commit.messages[0]),
+                              (keys.channel("a1"), commit.messages[0])]
+
+
+def test_requeue_without_naming_the_agent() -> None:
+    """A requeue that names no agent takes the conversation from whoever has it."""
+    decision = _requeue(to_agent=None)
+    assert decision.conversation.status is Status.QUEUED
+    assert decision.commit is not None
+    assert ("SREM", keys.agent_convs_key("a1"), "c1") in decision.commit.ops
+
+
+def test_requeue_does_not_mutate_the_input() -> None:
+    """The conversation passed in is unchanged (a failed commit changes nothing)."""
+    conv = _waiting(NOW - 1)
+    before = conv.to_state()
+    _requeue(conv)
+    assert conv.to_state() == before
+
+
+@pytest.mark.parametrize("status", [Status.BOT, Status.QUEUED, Status.CLOSED])
+def test_requeue_when_not_assigned_is_conflict(status: Status) -> None:
+    """Only an assigned conversation can be requeued."""
+    with pytest.raises(Conflict, match="not assigned"):
+        _requeue(_conv(status, assignee=None), to_agent=None)
+
+
+def test_requeue_for_another_agent_is_conflict() -> None:
+    """A requeue naming an agent that no longer has the conversation is a Conflict."""
+    with pytest.raises(Conflict, match="no longer assigned to a2"):
+        _requeue(to_agent="a2")
 
 
 # --- visitor_card ----------------------------------------------------------------------
