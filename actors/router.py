@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from raydesk import store as keys
+from raydesk.conversation import Conversation
 from raydesk.errors import Conflict, Forbidden, NotFound, RaydeskError, Unavailable
 from raydesk.routing import (
     FRONT_PRIORITY,
@@ -91,7 +92,7 @@ class Router:
             return
         async with self._lock:
             self._customers[cid] = state["customer"]
-            self._queue.push(cid, skill, ts, int(state.get("priority") or 0))
+            self._queue.push(cid, skill, ts, Conversation.from_state(cid, state).queue_priority)
             await self._dispatch()
 
     async def responded(self, agent_id: str, response_ms: int) -> None:
@@ -279,7 +280,7 @@ class Router:
         """Assign every queued conversation that has an eligible agent, head first, then
         tell waiting customers whose position changed."""
         agents = list(self._agents.values())
-        for cid, skill in self._queue.ordered(_now_ms()):
+        for cid, skill in self._queue.ordered():
             slot = choose_agent(agents, skill, self._weights)
             if slot is None:
                 continue
@@ -295,7 +296,7 @@ class Router:
 
     async def _tell_positions(self) -> None:
         events = []
-        for cid, position in self._queue.positions(_now_ms()).items():
+        for cid, position in self._queue.positions().items():
             if self._told_positions.get(cid) != position and cid in self._customers:
                 self._told_positions[cid] = position
                 frame = dump(QueueEvent(conversation_id=cid, position=position))
@@ -326,7 +327,7 @@ class Router:
             if state.get("status") == "queued":
                 self._customers[cid] = state["customer"]
                 self._queue.push(cid, state.get("skill") or None, ts,
-                                 int(state.get("priority") or 0))
+                                 Conversation.from_state(cid, state).queue_priority)
 
     async def _requeue_vanished(self) -> None:
         """Requeue, at the front, the chats of agents offline for longer than the grace."""

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from raydesk.errors import Conflict, Forbidden, NotFound
+from raydesk.routing import FRONT_PRIORITY
 
 
 class Status(enum.StrEnum):
@@ -48,6 +49,8 @@ class Conversation:
     created_ts: int = 0
     updated_ts: int = 0
     priority: int = 0
+    # Requeued because its agent vanished: waits ahead of everything until assigned.
+    front: bool = False
     # When the oldest customer message that no agent has answered yet arrived (or, if
     # later, when the current agent got the conversation): the response-time clock.
     awaiting_since: int | None = None
@@ -68,6 +71,7 @@ class Conversation:
             created_ts=int(state.get("created_ts", 0)),
             updated_ts=int(state.get("updated_ts", 0)),
             priority=int(state.get("priority") or 0),
+            front=state.get("front") == "1",
             awaiting_since=int(state["awaiting_since"]) if state.get("awaiting_since")
             else None,
         )
@@ -84,6 +88,7 @@ class Conversation:
             "created_ts": str(self.created_ts),
             "updated_ts": str(self.updated_ts),
             "priority": str(self.priority),
+            "front": "1" if self.front else "",
             "awaiting_since": "" if self.awaiting_since is None else str(self.awaiting_since),
         }
 
@@ -116,6 +121,11 @@ class Conversation:
     def next_seqs(self, count: int) -> list[int]:
         """The seqs the next ``count`` messages take (not yet committed)."""
         return list(range(self.last_seq + 1, self.last_seq + 1 + count))
+
+    @property
+    def queue_priority(self) -> int:
+        """The priority the router queues it with."""
+        return FRONT_PRIORITY if self.front else self.priority
 
     def check_transition(self, to: Status) -> None:
         if to not in TRANSITIONS[self.status]:

@@ -17,7 +17,6 @@ from typing import Any
 from raydesk import store as keys
 from raydesk.conversation import Conversation, Status
 from raydesk.errors import BadRequest, Conflict, Forbidden, NotFound
-from raydesk.routing import FRONT_PRIORITY
 from raydesk.schema import Assigned, Message, ReadEvent, Sender, ShardCommand, TypingEvent, dump
 
 
@@ -180,7 +179,8 @@ def assign(conv: Conversation, cmd: ShardCommand, now: int, message_id: str,
         raise Conflict(f"conversation {conv.id} is {conv.status.value}, not queued")
     seq = conv.last_seq + 1
     after = dataclasses.replace(conv, status=Status.ASSIGNED, assignee=agent, last_seq=seq,
-                                updated_ts=now, awaiting_since=_restart(conv, now))
+                                updated_ts=now, awaiting_since=_restart(conv, now),
+                                front=False)
     frame = _system(conv, seq, message_id, now, "assigned", "An agent joined",
                     agent_id=agent, reason=cmd.reason or {}).to_json()
     assigned = dump(Assigned(conversation_id=conv.id, visitor=visitor, last_seq=seq))
@@ -246,7 +246,7 @@ def requeue(conv: Conversation, cmd: ShardCommand, now: int, message_id: str) ->
         raise Conflict(f"conversation {conv.id} is no longer assigned to {cmd.to_agent}")
     seq = conv.last_seq + 1
     after = dataclasses.replace(conv, status=Status.QUEUED, assignee=None, last_seq=seq,
-                                updated_ts=now, priority=FRONT_PRIORITY)
+                                updated_ts=now, front=True)
     reason = (cmd.reason or {}).get("why", "agent_offline")
     frame = _system(conv, seq, message_id, now, "queued",
                     "Your agent is unavailable; you are first in line for the next one",

@@ -11,9 +11,12 @@ from a customer message to that agent's next reply; an agent not yet measured co
 ``rt_scale``, i.e. 0.5). Ties go to the agent idle longest, then to the smaller id, so the
 same inputs always give the same choice.
 
-The queue is FIFO within priority (a lower number first). A conversation's priority
-improves by one for every ``aging_s`` it has waited, so a steady stream of urgent
-conversations cannot starve an ordinary one forever.
+The queue is FIFO within priority (a lower number first), with aging: a conversation of
+priority ``p`` queues as if it had arrived ``p * aging_s`` later than it did. So an
+ordinary conversation (1) goes before urgent ones (0) that arrive more than ``aging_s``
+after it: a stream of urgent conversations cannot starve it, and the order of waiting
+conversations never changes as time passes (positions only improve). Conversations
+requeued because their agent vanished (``FRONT_PRIORITY``) go before all others.
 """
 
 from __future__ import annotations
@@ -107,9 +110,9 @@ class _Entry:
     priority: int
     order: int
 
-    def key(self, now: int, aging_ms: float) -> tuple[int, int, int]:
-        waited = max(0, now - self.enqueued_ts)
-        return (self.priority - int(waited // aging_ms), self.enqueued_ts, self.order)
+    def key(self, aging_ms: float) -> tuple[int, float, int]:
+        front = 0 if self.priority < 0 else 1
+        return (front, self.priority * aging_ms + self.enqueued_ts, self.order)
 
 
 class WaitQueue:
@@ -138,24 +141,26 @@ class WaitQueue:
     def remove(self, conversation_id: str) -> bool:
         return self._entries.pop(conversation_id, None) is not None
 
-    def ordered(self, now: int = 0) -> list[tuple[str, str | None]]:
+    def _sorted(self) -> list[_Entry]:
+        return sorted(self._entries.values(), key=lambda e: e.key(self._aging_ms))
+
+    def ordered(self) -> list[tuple[str, str | None]]:
         """(conversation id, skill) for every queued conversation, head first."""
-        entries = sorted(self._entries.values(), key=lambda e: e.key(now, self._aging_ms))
-        return [(e.conversation_id, e.skill) for e in entries]
+        return [(e.conversation_id, e.skill) for e in self._sorted()]
 
     def entries(self, now: int) -> list[dict[str, Any]]:
         """Every queued conversation, head first, with its position and wait."""
-        positions = self.positions(now)
-        ordered = sorted(self._entries.values(), key=lambda e: e.key(now, self._aging_ms))
+        positions = self.positions()
+        ordered = self._sorted()
         return [{"conversation_id": e.conversation_id, "skill": e.skill,
                  "priority": e.priority, "position": positions[e.conversation_id],
                  "waiting_ms": max(0, now - e.enqueued_ts)} for e in ordered]
 
-    def positions(self, now: int = 0) -> dict[str, int]:
+    def positions(self) -> dict[str, int]:
         """Each conversation's 1-based position among those needing the same skill."""
         counters: dict[str | None, int] = {}
         result = {}
-        for cid, skill in self.ordered(now):
+        for cid, skill in self.ordered():
             counters[skill] = counters.get(skill, 0) + 1
             result[cid] = counters[skill]
         return result

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from raydesk.config import Config, load_config
+from raydesk.config import Config, RoutingConfig, load_config
 from raydesk.errors import ConfigError
+from raydesk.routing import Weights
 
 TOKEN = "env-admin-token-0123456789abcdef"
 
@@ -185,3 +186,70 @@ def test_data_path_is_absolute(tmp_path: Path) -> None:
     config = load_config(data_dir=str(tmp_path / "d" / ".." / "data"))
     assert config.data_path == (tmp_path / "data").resolve()
     assert config.data_path.is_absolute()
+
+
+# --- routing ---------------------------------------------------------------------------
+
+
+def test_routing_defaults() -> None:
+    """The routing section's documented defaults."""
+    routing = load_config().routing
+    assert routing == RoutingConfig()
+    assert (routing.load_weight, routing.response_time_weight) == (1.0, 0.5)
+    assert routing.response_time_scale_s == 60.0
+    assert routing.response_time_alpha == 0.2
+    assert routing.default_priority == 1
+    assert routing.inbox_priority == {}
+    assert routing.vip_attribute is None
+    assert routing.priority_aging_s == 120.0
+    assert routing.offline_grace_s == 60.0
+
+
+def test_default_routing_config_gives_the_default_weights() -> None:
+    """RoutingConfig's defaults and Weights' defaults agree."""
+    assert RoutingConfig().weights() == Weights()
+
+
+def test_weights_map_seconds_to_milliseconds() -> None:
+    """.weights() copies the weights, alpha and aging, and turns the scale into ms."""
+    routing = load_config(routing={
+        "load_weight": 2.5, "response_time_weight": 0, "response_time_scale_s": 60,
+        "response_time_alpha": 1, "priority_aging_s": 30}).routing
+    weights = routing.weights()
+    assert weights == Weights(load=2.5, response_time=0.0, response_time_scale_ms=60_000.0,
+                              ewma_alpha=1.0, aging_s=30.0)
+    assert weights.response_time_scale_ms == 60000.0
+    assert load_config(routing={"response_time_scale_s": 0.5}).routing.weights(
+    ).response_time_scale_ms == 500.0
+
+
+def test_routing_values_from_the_file(tmp_path: Path) -> None:
+    """inbox_priority and vip_attribute are read from YAML."""
+    routing = load_config(_yaml(tmp_path, "routing:\n  vip_attribute: vip\n"
+                                          "  inbox_priority:\n    sales: 0\n    web: 3\n"
+                          )).routing
+    assert routing.vip_attribute == "vip"
+    assert routing.inbox_priority == {"sales": 0, "web": 3}
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("response_time_alpha", 0),
+    ("response_time_alpha", 1.5),
+    ("offline_grace_s", 0),
+    ("load_weight", -1),
+    ("response_time_weight", -0.5),
+    ("response_time_scale_s", 0),
+    ("priority_aging_s", 0),
+    ("default_priority", -1),
+    ("default_priority", 101),
+])
+def test_wrong_routing_value_names_the_key(key: str, value: float) -> None:
+    """An out-of-range routing value is a ConfigError naming routing.<key>."""
+    message = _config_error(routing={key: value})
+    assert f"\n  routing.{key}: " in message
+
+
+def test_wrong_inbox_priority_names_the_inbox() -> None:
+    """A negative inbox priority is a ConfigError naming routing.inbox_priority.<inbox>."""
+    assert "\n  routing.inbox_priority.web: " in _config_error(
+        routing={"inbox_priority": {"web": -1}})

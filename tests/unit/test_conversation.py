@@ -44,13 +44,40 @@ def test_state_round_trip_with_empty_optionals() -> None:
        last_seq=st.integers(min_value=0, max_value=2**53),
        assignee=st.none() | st.text(min_size=1, max_size=20),
        skill=st.none() | st.text(min_size=1, max_size=20),
-       ts=st.integers(min_value=0, max_value=2**53))
+       ts=st.integers(min_value=0, max_value=2**53),
+       priority=st.integers(min_value=-1, max_value=100),
+       awaiting_since=st.none() | st.integers(min_value=0, max_value=2**53))
 def test_state_round_trip_property(status: Status, last_seq: int, assignee: str | None,
-                                   skill: str | None, ts: int) -> None:
+                                   skill: str | None, ts: int, priority: int,
+                                   awaiting_since: int | None) -> None:
     """Any conversation survives to_state/from_state unchanged."""
     conv = Conversation(id="c", customer="v", status=status, last_seq=last_seq,
-                        assignee=assignee, skill=skill, created_ts=ts, updated_ts=ts + 1)
+                        assignee=assignee, skill=skill, created_ts=ts, updated_ts=ts + 1,
+                        priority=priority, awaiting_since=awaiting_since)
     assert Conversation.from_state("c", conv.to_state()) == conv
+
+
+@pytest.mark.parametrize(("priority", "awaiting_since", "stored"), [
+    (0, None, ("0", "")), (-1, 0, ("-1", "0")), (7, 1_700_000_000_123, ("7", "1700000000123"))])
+def test_state_round_trip_of_priority_and_clock(priority: int, awaiting_since: int | None,
+                                                stored: tuple[str, str]) -> None:
+    """priority and awaiting_since are stored as strings ('' for no clock; 0 is a time, not
+    None) and read back unchanged."""
+    conv = Conversation(id="c", customer="v", status=Status.QUEUED, priority=priority,
+                        awaiting_since=awaiting_since)
+    state = conv.to_state()
+    assert (state["priority"], state["awaiting_since"]) == stored
+    back = Conversation.from_state("c", state)
+    assert (back.priority, back.awaiting_since) == (priority, awaiting_since)
+
+
+def test_state_without_the_new_fields_reads_as_defaults() -> None:
+    """A state hash written before priority and awaiting_since existed (or with them empty)
+    reads as priority 0 and no clock."""
+    for extra in ({}, {"priority": "", "awaiting_since": ""}):
+        conv = Conversation.from_state("c", {"customer": "v", "status": "assigned",
+                                             "assignee": "a1", **extra})
+        assert (conv.priority, conv.awaiting_since) == (0, None)
 
 
 def test_from_state_fills_missing_numbers_with_zero() -> None:

@@ -605,18 +605,20 @@ def _requeue(conv: Conversation | None = None, **fields: Any) -> decide.Decision
 
 
 def test_requeue_puts_the_conversation_at_the_front() -> None:
-    """Requeue: queued, no assignee, FRONT_PRIORITY, the next seq, clock kept, acked."""
+    """Requeue: queued, no assignee, at the front (its own priority kept for later), the
+    next seq, clock kept, acked."""
     decision = _requeue()
     after = decision.conversation
-    assert (after.status, after.assignee, after.priority) == (Status.QUEUED, None,
-                                                             FRONT_PRIORITY)
+    assert (after.status, after.assignee, after.front) == (Status.QUEUED, None, True)
+    assert after.queue_priority == FRONT_PRIORITY
+    assert after.priority == 0
     assert (after.last_seq, after.updated_ts, after.skill) == (6, NOW, "billing")
     assert after.awaiting_since == NOW - 90_000
     commit = decision.commit
     assert commit is not None
     assert commit.expect == 5
     assert commit.state == after.to_state()
-    assert commit.state["priority"] == str(FRONT_PRIORITY)
+    assert commit.state["front"] == "1"
     assert decision.reply == {"type": "ok", "last_seq": 6}
 
 

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from raydesk.routing import AgentSlot, WaitQueue, choose_agent
+from raydesk.routing import (
+    FRONT_PRIORITY,
+    AgentSlot,
+    WaitQueue,
+    Weights,
+    choose_agent,
+    ewma,
+    explain,
+    priority_for,
+    score,
+)
 
 SKILLS = ["billing", "tech", "sales"]
 skill_or_none = st.none() | st.sampled_from(SKILLS)
@@ -247,3 +258,369 @@ def test_ordered_is_repeatable(n: int) -> None:
     first = queue.ordered()
     assert queue.ordered() == first
     assert len(first) == n
+
+
+# --- score and choose_agent with weights -----------------------------------------------
+
+
+LOAD_ONLY = Weights(load=1.0, response_time=0.0)
+SPEED_ONLY = Weights(load=0.0, response_time=1.0)
+
+
+def _timed(agent_id: str, load: int = 0, max_chats: int = 4, response_ms: float | None = None,
+           idle_since: int = 0) -> AgentSlot:
+    return AgentSlot(agent_id=agent_id, max_chats=max_chats, skills=frozenset({"billing"}),
+                     presence="online", load=load, idle_since=idle_since,
+                     response_ms=response_ms)
+
+
+def _chosen_id(agents: list[AgentSlot], skill: str | None, weights: Weights) -> str | None:
+    chosen = choose_agent(agents, skill, weights)
+    return None if chosen is None else chosen.agent_id
+
+
+def test_score_is_the_documented_formula() -> None:
+    """score = w_load * load/max_chats + w_rt * rt/(rt + scale)."""
+    weights = Weights(load=2.0, response_time=0.5, response_time_scale_ms=60_000.0)
+    agent = _timed("a", load=1, max_chats=4, response_ms=20_000)
+    assert score(agent, weights) == pytest.approx(2.0 * 0.25 + 0.5 * 20_000 / 80_000)
+    assert score(_timed("idle", response_ms=0), weights) == 0.0
+
+
+def test_load_only_weights_pick_the_lowest_ratio_whatever_the_speed() -> None:
+    """With response_time weight 0, the lower load ratio wins even against a faster agent."""
+    fast = _timed("fast", load=2, response_ms=1_000)
+    slow = _timed("slow", load=1, response_ms=600_000)
+    assert score(fast, LOAD_ONLY) == 0.5
+    assert score(slow, LOAD_ONLY) == 0.25
+    assert _chosen_id([fast, slow], "billing", LOAD_ONLY) == "slow"
+
+
+def test_speed_only_weights_pick_the_fastest_whatever_the_load() -> None:
+    """With load weight 0, the smaller response_ms wins even against an idle agent."""
+    busy_fast = _timed("busy-fast", load=3, response_ms=5_000)
+    idle_slow = _timed("idle-slow", load=0, response_ms=50_000)
+    assert score(busy_fast, SPEED_ONLY) < score(idle_slow, SPEED_ONLY)
+    assert _chosen_id([idle_slow, busy_fast], "billing", SPEED_ONLY) == "busy-fast"
+
+
+def test_unmeasured_agent_counts_as_the_scale() -> None:
+    """An agent without response_ms scores 0.5 on response time, like one measured at the
+    scale: a faster measured agent beats it, a slower one loses to it."""
+    weights = Weights(load=0.0, response_time=1.0, response_time_scale_ms=60_000.0)
+    new = _timed("new", idle_since=5)
+    assert score(new, weights) == 0.5
+    assert score(_timed("m", response_ms=60_000), weights) == 0.5
+    assert _chosen_id([new, _timed("fast", response_ms=59_000, idle_since=9)], None,
+                      weights) == "fast"
+    assert _chosen_id([new, _timed("slow", response_ms=61_000, idle_since=0)], None,
+                      weights) == "new"
+
+
+def test_weighted_tie_goes_to_longest_idle_then_id() -> None:
+    """Agents with equal scores (from different load and speed) go by idle_since, then id."""
+    weights = Weights(load=1.0, response_time=1.0, response_time_scale_ms=60_000.0)
+    # 1/4 + 0.5 (unmeasured) == 0/4 + 180000/240000 == 0.75
+    agents = [_timed("b", load=1, idle_since=10), _timed("c", response_ms=180_000, idle_since=10),
+              _timed("a", load=1, idle_since=20), _timed("z", load=2, idle_since=0)]
+    assert {score(a, weights) for a in agents[:3]} == {0.75}
+    assert _chosen_id(agents, "billing", weights) == "b"
+    agents[0].idle_since = 30
+    assert _chosen_id(agents, "billing", weights) == "c"
+    agents[1].idle_since = 20
+    assert _chosen_id(agents, "billing", weights) == "a"
+
+
+def test_float_noise_does_not_decide_between_equal_scores() -> None:
+    """0.1 + 0.2 and 0.3 count as equal, so the longer idle agent wins."""
+    weights = Weights(load=1.0, response_time=1.0, response_time_scale_ms=60_000.0)
+    mixed = _timed("mixed", load=1, max_chats=10, response_ms=15_000, idle_since=1)
+    plain = _timed("plain", load=3, max_chats=10, response_ms=0, idle_since=2)
+    assert score(mixed, weights) != score(plain, weights)  # 0.30000000000000004 vs 0.3
+    assert _chosen_id([plain, mixed], None, weights) == "mixed"
+
+
+def _timed_slots(rows: list[tuple[int, int, str, int, int, float | None]]) -> list[AgentSlot]:
+    return [AgentSlot(agent_id=f"a{i}", max_chats=max_chats,
+                      skills=frozenset(s for bit, s in enumerate(SKILLS) if mask >> bit & 1),
+                      presence=presence, load=min(load, max_chats + 1), idle_since=idle,
+                      response_ms=rt)
+            for i, (max_chats, mask, presence, load, idle, rt) in enumerate(rows)]
+
+
+# Few distinct values, so that equal scores (and so the tie rules) come up often.
+response_times = st.none() | st.sampled_from([0.0, 1_000.0, 30_000.0, 60_000.0]) | st.floats(
+    min_value=0, max_value=1e7, allow_nan=False)
+timed_agent_lists = st.lists(st.tuples(st.integers(1, 6), st.integers(0, 7),
+                                       st.sampled_from(PRESENCES), st.integers(0, 7),
+                                       st.integers(0, 3), response_times),
+                             max_size=10).map(_timed_slots)
+weight_values = st.sampled_from([0.0, 0.5, 1.0, 2.0]) | st.floats(min_value=0, max_value=10)
+weights_strategy = st.builds(
+    Weights, load=weight_values, response_time=weight_values,
+    response_time_scale_ms=st.sampled_from([1_000.0, 60_000.0]) | st.floats(
+        min_value=1, max_value=1e6))
+
+
+@given(agents=timed_agent_lists, skill=skill_or_none, weights=weights_strategy)
+def test_weighted_choice_is_eligible_and_none_iff_nobody_is(
+        agents: list[AgentSlot], skill: str | None, weights: Weights) -> None:
+    """Whatever the weights, the chosen agent is online, has room and the skill; None iff no
+    agent is eligible."""
+    chosen = choose_agent(agents, skill, weights)
+    assert (chosen is None) == (_eligible(agents, skill) == [])
+    if chosen is not None:
+        assert chosen in agents
+        assert chosen.presence == "online"
+        assert chosen.load < chosen.max_chats
+        assert skill is None or skill in chosen.skills
+
+
+@given(agents=timed_agent_lists, skill=skill_or_none, weights=weights_strategy,
+       data=st.data())
+def test_weighted_choice_is_deterministic_and_order_independent(
+        agents: list[AgentSlot], skill: str | None, weights: Weights,
+        data: st.DataObject) -> None:
+    """The same agents and weights give the same choice, in any order of the list."""
+    first = _chosen_id(agents, skill, weights)
+    assert _chosen_id(agents, skill, weights) == first
+    shuffled = list(data.draw(st.permutations(agents)))
+    assert _chosen_id(shuffled, skill, weights) == first
+
+
+@given(agents=timed_agent_lists, skill=skill_or_none, weights=weights_strategy)
+def test_weighted_choice_has_the_lowest_score(agents: list[AgentSlot], skill: str | None,
+                                              weights: Weights) -> None:
+    """No eligible agent has a lower (rounded) score, nor an equal one and an earlier
+    idle_since, nor an equal one, an equal idle_since and a smaller id."""
+    chosen = choose_agent(agents, skill, weights)
+    if chosen is None:
+        return
+    best = round(score(chosen, weights), 9)
+    for other in _eligible(agents, skill):
+        other_score = round(score(other, weights), 9)
+        assert other_score >= best
+        if other_score == best:
+            assert (other.idle_since, other.agent_id) >= (chosen.idle_since, chosen.agent_id)
+
+
+# --- explain ---------------------------------------------------------------------------
+
+
+def test_explain_reports_the_score_and_its_inputs() -> None:
+    """explain() names the policy, the rounded score, load, max_chats, the rounded
+    response time and the two weights."""
+    weights = Weights(load=2.0, response_time=0.5, response_time_scale_ms=60_000.0)
+    agent = _timed("a", load=1, max_chats=4, response_ms=12_345.6)
+    assert explain(agent, weights) == {
+        "policy": "score", "score": 0.5853, "load": 1, "max_chats": 4, "response_ms": 12_346,
+        "weights": {"load": 2.0, "response_time": 0.5}}
+
+
+def test_explain_of_an_unmeasured_agent_is_json() -> None:
+    """An unmeasured agent's response_ms is None, and the explanation serialises as JSON."""
+    reason = explain(_timed("a", load=0, max_chats=2), Weights())
+    assert reason["response_ms"] is None
+    assert reason["score"] == 0.25  # 0 load + 0.5 * 0.5
+    assert json.loads(json.dumps(reason)) == reason
+
+
+# --- ewma ------------------------------------------------------------------------------
+
+
+def test_ewma_first_sample_is_the_mean() -> None:
+    """Without a previous mean, the sample itself becomes the mean."""
+    assert ewma(None, 1234.5, 0.2) == 1234.5
+
+
+def test_ewma_weights_the_new_sample_by_alpha() -> None:
+    """mean' = alpha * sample + (1 - alpha) * mean."""
+    assert ewma(200.0, 100.0, 0.2) == pytest.approx(180.0)
+    assert ewma(200.0, 100.0, 1.0) == 100.0
+    assert ewma(0.0, 1000.0, 0.5) == 500.0
+
+
+@given(mean=st.floats(min_value=0, max_value=1e9), sample=st.floats(min_value=0, max_value=1e9),
+       alpha=st.floats(min_value=0, max_value=1))
+def test_ewma_stays_between_mean_and_sample(mean: float, sample: float, alpha: float) -> None:
+    """The new mean lies between the old mean and the sample."""
+    result = ewma(mean, sample, alpha)
+    slack = 1e-9 * max(mean, sample, 1.0)
+    assert min(mean, sample) - slack <= result <= max(mean, sample) + slack
+
+
+# --- priority_for ----------------------------------------------------------------------
+
+
+INBOX_PRIORITY = {"sales": 3, "vip-line": 0}
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", "True", "1", "yes", "YES", "Yes"])
+def test_vip_visitor_gets_priority_zero(value: str) -> None:
+    """A VIP attribute of true/1/yes (any case) gives priority 0, over the inbox's."""
+    assert priority_for({"vip": value}, "sales", INBOX_PRIORITY, "vip", 1) == 0
+
+
+@pytest.mark.parametrize("value", ["false", "0", "no", "", "y", "vip", "2"])
+def test_non_vip_value_falls_back_to_inbox_or_default(value: str) -> None:
+    """Any other VIP attribute value gives the inbox's priority, else the default."""
+    assert priority_for({"vip": value}, "sales", INBOX_PRIORITY, "vip", 1) == 3
+    assert priority_for({"vip": value}, None, INBOX_PRIORITY, "vip", 2) == 2
+
+
+def test_vip_attribute_not_configured_is_ignored() -> None:
+    """Without a vip_attribute, a visitor's 'vip: true' changes nothing."""
+    assert priority_for({"vip": "true"}, None, INBOX_PRIORITY, None, 4) == 4
+    assert priority_for({"vip": "true"}, "sales", INBOX_PRIORITY, None, 4) == 3
+    assert priority_for({"vip": "true"}, None, INBOX_PRIORITY, "", 4) == 4
+
+
+def test_missing_vip_attribute_is_not_vip() -> None:
+    """A visitor without the configured attribute is not a VIP."""
+    assert priority_for({"plan": "true"}, None, {}, "vip", 1) == 1
+
+
+def test_inbox_priority_mapping() -> None:
+    """A known inbox gives its priority (0 included); an unknown or no inbox the default."""
+    assert priority_for({}, "sales", INBOX_PRIORITY, "vip", 1) == 3
+    assert priority_for({}, "vip-line", INBOX_PRIORITY, "vip", 1) == 0
+    assert priority_for({}, "web", INBOX_PRIORITY, "vip", 1) == 1
+    assert priority_for({}, None, INBOX_PRIORITY, "vip", 7) == 7
+
+
+# --- WaitQueue: priority aging ---------------------------------------------------------
+
+
+def _ids(queue: WaitQueue) -> list[str]:
+    return [cid for cid, _ in queue.ordered()]
+
+
+def test_aging_lets_an_older_conversation_ahead_of_a_more_urgent_one() -> None:
+    """With aging_s=10, priority 2 queued at t=0 goes before priority 1 queued at t=15 s
+    (both age to 1 at t=15 s, to 0 at t=25 s; the older wins the tie)."""
+    queue = WaitQueue(aging_s=10)
+    queue.push("ordinary", None, 0, priority=2)
+    queue.push("urgent", None, 15_000, priority=1)
+    assert _ids(queue) == ["ordinary", "urgent"]
+    assert _ids(queue) == ["ordinary", "urgent"]
+    assert _ids(queue) == ["ordinary", "urgent"]
+    no_aging = WaitQueue(aging_s=10**6)
+    no_aging.push("ordinary", None, 0, priority=2)
+    no_aging.push("urgent", None, 15_000, priority=1)
+    assert _ids(no_aging) == ["urgent", "ordinary"]
+
+
+def test_priority_counts_as_arriving_later() -> None:
+    """Priority p queues as if it had arrived p * aging_s later: an ordinary (1) conversation
+    goes before urgent (0) ones that arrive more than aging_s after it, not before."""
+    queue = WaitQueue(aging_s=10)
+    queue.push("old", None, 0, priority=1)
+    queue.push("new-soon", None, 9_999, priority=0)
+    queue.push("new-late", None, 10_001, priority=0)
+    assert _ids(queue) == ["new-soon", "old", "new-late"]
+
+
+def test_front_priority_goes_before_earlier_priority_zero() -> None:
+    """A requeued conversation (FRONT_PRIORITY) goes before priority-0 ones queued earlier,
+    when none has waited an aging period."""
+    queue = WaitQueue()
+    queue.push("urgent-1", None, 100, priority=0)
+    queue.push("urgent-2", None, 200, priority=0)
+    queue.push("normal", None, 50, priority=1)
+    queue.push("requeued", None, 300, priority=FRONT_PRIORITY)
+    assert _ids(queue) == ["requeued", "urgent-1", "urgent-2", "normal"]
+
+
+def test_front_priority_is_ahead_even_of_aged_conversations() -> None:
+    """A conversation requeued now is at the head even when others have waited long."""
+    queue = WaitQueue(aging_s=120)
+    queue.push("waiting", None, 0, priority=0)
+    queue.push("requeued", None, 120_000, priority=FRONT_PRIORITY)
+    assert _ids(queue)[0] == "requeued"
+
+
+def test_entries_report_position_per_skill_and_wait() -> None:
+    """entries(now) lists head first with skill, pushed priority, per-skill position and
+    waiting_ms = now - enqueued_ts."""
+    queue = WaitQueue(aging_s=3600)
+    queue.push("b1", "billing", 1_000, priority=1)
+    queue.push("t1", "tech", 2_000, priority=1)
+    queue.push("b2", "billing", 3_000, priority=0)
+    queue.push("n1", None, 4_000, priority=FRONT_PRIORITY)
+    assert queue.entries(10_000) == [
+        {"conversation_id": "n1", "skill": None, "priority": -1, "position": 1,
+         "waiting_ms": 6_000},
+        {"conversation_id": "b2", "skill": "billing", "priority": 0, "position": 1,
+         "waiting_ms": 7_000},
+        {"conversation_id": "b1", "skill": "billing", "priority": 1, "position": 2,
+         "waiting_ms": 9_000},
+        {"conversation_id": "t1", "skill": "tech", "priority": 1, "position": 1,
+         "waiting_ms": 8_000},
+    ]
+
+
+def test_entries_never_report_a_negative_wait() -> None:
+    """An entry enqueued after `now` (clock skew) reports waiting_ms 0."""
+    queue = WaitQueue()
+    queue.push("c1", None, 5_000)
+    assert queue.entries(4_000)[0]["waiting_ms"] == 0
+    assert WaitQueue().entries(0) == []
+
+
+# (ts, priority, skill) per conversation c0, c1, ...; ts on a coarse grid so that equal
+# times, and entries exactly whole aging periods apart, come up.
+queue_rows = st.lists(st.tuples(st.integers(0, 50).map(lambda t: t * 5_000),
+                                st.integers(FRONT_PRIORITY, 3), skill_or_none), max_size=12)
+aging_values = st.sampled_from([1.0, 10.0, 120.0])
+times = st.integers(0, 400_000) | st.integers(0, 10**9)
+
+
+def _queue(rows: list[tuple[int, int, str | None]], aging_s: float) -> WaitQueue:
+    queue = WaitQueue(aging_s=aging_s)
+    for i, (ts, priority, skill) in enumerate(rows):
+        assert queue.push(f"c{i}", skill, ts, priority)
+    return queue
+
+
+@given(rows=queue_rows, aging_s=aging_values)
+def test_fifo_within_equal_priority(rows: list[tuple[int, int, str | None]],
+                                    aging_s: float) -> None:
+    """Of two conversations with the same priority, the one queued first is ahead (pushed
+    at the same time: the one pushed first)."""
+    index = {cid: i for i, cid in enumerate(_ids(_queue(rows, aging_s)))}
+    for x, (ts_x, p_x, _) in enumerate(rows):
+        for y, (ts_y, p_y, _) in enumerate(rows):
+            if p_x == p_y and (ts_x, x) < (ts_y, y):
+                assert index[f"c{x}"] < index[f"c{y}"]
+
+
+@given(rows=queue_rows, aging_s=aging_values)
+def test_no_starvation(rows: list[tuple[int, int, str | None]], aging_s: float) -> None:
+    """A conversation is never behind one queued more than (priority difference) aging
+    periods after it: however urgent the newcomers, each waiting conversation reaches the
+    head."""
+    aging_ms = aging_s * 1000
+    index = {cid: i for i, cid in enumerate(_ids(_queue(rows, aging_s)))}
+    for x, (ts_x, p_x, _) in enumerate(rows):
+        for y, (ts_y, p_y, _) in enumerate(rows):
+            # Requeued (front) conversations go before all; among the rest, priority
+            # counts as arriving later.
+            if p_x >= 0 and p_y >= 0 and ts_y - ts_x > aging_ms * (p_x - p_y):
+                assert index[f"c{x}"] < index[f"c{y}"], (x, y)
+
+
+@given(rows=queue_rows, aging_s=aging_values, now=times)
+def test_entries_agree_with_ordered_and_positions(rows: list[tuple[int, int, str | None]],
+                                                  aging_s: float, now: int) -> None:
+    """entries(now) has ordered(now)'s order, positions(now)'s positions, the pushed
+    priority and waiting_ms = max(0, now - enqueued_ts)."""
+    queue = _queue(rows, aging_s)
+    entries = queue.entries(now)
+    assert [(e["conversation_id"], e["skill"]) for e in entries] == queue.ordered()
+    positions = queue.positions()
+    for entry in entries:
+        ts, priority, skill = rows[int(entry["conversation_id"][1:])]
+        assert entry["position"] == positions[entry["conversation_id"]]
+        assert entry["priority"] == priority
+        assert entry["skill"] == skill
+        assert entry["waiting_ms"] == max(0, now - ts)
