@@ -25,9 +25,9 @@ from raydesk.routing import (
     PRESENCE_RANK,
     AgentSlot,
     WaitQueue,
-    choose_agent,
     ewma,
     explain,
+    matches,
 )
 from raydesk.schema import QueueEvent, ShardCommand, dump
 from raydesk.settings import Settings
@@ -279,11 +279,7 @@ class Router:
     async def _dispatch(self) -> None:
         """Assign every queued conversation that has an eligible agent, head first, then
         tell waiting customers whose position changed."""
-        agents = list(self._agents.values())
-        for cid, skill in self._queue.ordered():
-            slot = choose_agent(agents, skill, self._weights)
-            if slot is None:
-                continue
+        for cid, slot in matches(self._queue, list(self._agents.values()), self._weights):
             reason = explain(slot, self._weights)
             try:
                 await self._assign(cid, slot, reason)
@@ -340,29 +336,58 @@ class Router:
             cids = sorted(await self._store.call("SMEMBERS", keys.agent_convs_key(agent_id)))
             log.warning("agent %s offline for %.0f s: requeueing %d conversations", agent_id,
                         now - since, len(cids))
-            for cid in cids:
-                command = ShardCommand(kind="requeue", conversation_id=cid, actor_id="router",
-                                       actor_role="router", to_agent=agent_id,
-                                       reason={"why": "agent_offline"})
-                try:
-                    await self._shards.submit(command)
-                except RaydeskError as exc:
-                    log.warning("requeue of %s failed: %s", cid, exc)
-                    continue
-                state = await self._store.conversation_state(cid)
-                self._customers[cid] = state["customer"]
-                self._queue.push(cid, state.get("skill") or None, _now_ms(), FRONT_PRIORITY)
-            await self._load_agent(agent_id)
+            await self._requeue(agent_id, cids, "agent_offline")
+
+    async def _requeue_overdue(self) -> None:
+        """Requeue, at the front, conversations whose customer waited for a reply from the
+        assigned agent longer than the reply deadline (if one is set)."""
+        deadline_s = self._routing.reply_deadline_s
+        if deadline_s is None:
+            return
+        now = _now_ms()
+        for slot in list(self._agents.values()):
+            if slot.load == 0:
+                continue
+            cids = sorted(await self._store.call("SMEMBERS",
+                                                 keys.agent_convs_key(slot.agent_id)))
+            overdue = [cid for cid, state in zip(cids, await self._store.states(cids),
+                                                  strict=True)
+                       if state.get("awaiting_since")
+                       and now - int(state["awaiting_since"]) > deadline_s * 1000]
+            if overdue:
+                log.warning("agent %s missed the reply deadline in %d conversations",
+                            slot.agent_id, len(overdue))
+                # The shard checks the deadline again: the agent may have replied since.
+                await self._requeue(slot.agent_id, overdue, "reply_deadline",
+                                    deadline_ms=int(deadline_s * 1000))
+
+    async def _requeue(self, agent_id: str, cids: list[str], why: str,
+                       **details: Any) -> None:
+        for cid in cids:
+            command = ShardCommand(kind="requeue", conversation_id=cid, actor_id="router",
+                                   actor_role="router", to_agent=agent_id,
+                                   reason={"why": why, **details})
+            try:
+                await self._shards.submit(command)
+            except RaydeskError as exc:  # replied or closed meanwhile, or shard down
+                log.warning("requeue of %s failed: %s", cid, exc)
+                continue
+            state = await self._store.conversation_state(cid)
+            self._customers[cid] = state["customer"]
+            self._queue.push(cid, state.get("skill") or None, _now_ms(), FRONT_PRIORITY)
+        await self._load_agent(agent_id)
 
     async def _loop(self) -> None:
         # Often enough to requeue close to the grace period, and to renew nothing late.
-        period = min(RECONCILE_S, self._routing.offline_grace_s / 4)
+        period = min(RECONCILE_S, self._routing.offline_grace_s / 4,
+                     (self._routing.reply_deadline_s or RECONCILE_S) / 4)
         while True:
             await asyncio.sleep(period)
             try:
                 async with self._lock:
                     await self._reconcile()
                     await self._requeue_vanished()
+                    await self._requeue_overdue()
                     await self._dispatch()
             except Exception:  # one failed round must not stop the loop
                 log.exception("router reconcile failed")

@@ -103,6 +103,10 @@ class RoutingConfig(_Section):
     # An agent with no connection for this long has their conversations requeued at the
     # front; long enough to ride out a page reload or a brief network loss.
     offline_grace_s: Annotated[float, Field(gt=0)] = 60.0
+    # An assigned agent who leaves a waiting customer unanswered this long (from the
+    # customer's message, or from the assignment if later) loses the conversation to the
+    # front of the queue. None: no deadline.
+    reply_deadline_s: Annotated[float, Field(gt=0)] | None = None
 
     def weights(self) -> Weights:
         return Weights(load=self.load_weight, response_time=self.response_time_weight,

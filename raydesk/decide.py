@@ -244,6 +244,10 @@ def requeue(conv: Conversation, cmd: ShardCommand, now: int, message_id: str) ->
         raise Conflict(f"conversation {conv.id} is {conv.status.value}, not assigned")
     if cmd.to_agent is not None and cmd.to_agent != conv.assignee:
         raise Conflict(f"conversation {conv.id} is no longer assigned to {cmd.to_agent}")
+    deadline_ms = (cmd.reason or {}).get("deadline_ms")
+    if deadline_ms is not None and (conv.awaiting_since is None
+                                    or now - conv.awaiting_since <= deadline_ms):
+        raise Conflict(f"conversation {conv.id} was answered in time")
     seq = conv.last_seq + 1
     after = dataclasses.replace(conv, status=Status.QUEUED, assignee=None, last_seq=seq,
                                 updated_ts=now, front=True)

@@ -21,7 +21,9 @@ requeued because their agent vanished (``FRONT_PRIORITY``) go before all others.
 
 from __future__ import annotations
 
+import bisect
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +80,36 @@ def choose_agent(agents: list[AgentSlot], skill: str | None,
                                         a.agent_id))
 
 
+def matches(queue: WaitQueue, agents: list[AgentSlot],
+            weights: Weights = Weights()) -> Iterator[tuple[str, AgentSlot]]:
+    """Head first, each queued conversation that an agent can take now, with that agent.
+
+    Lazy: the caller assigns (which may fail) and, if it succeeded, raises the agent's
+    load before asking for the next match, which sees the new load. Cost per call is one
+    pass over the queue plus, per match, one over the agents free for its skill; with no
+    agent free it returns at once, however long the queue.
+    """
+    free = [a for a in agents if a.presence == "online" and a.has_room()]
+    if not free:
+        return
+    by_skill: dict[str | None, list[AgentSlot]] = {}
+    for cid, skill in queue.ordered():
+        candidates = by_skill.get(skill)
+        if candidates is None:
+            candidates = by_skill[skill] = [a for a in free if a.eligible(skill)]
+        chosen = choose_agent(candidates, skill, weights)
+        if chosen is None:
+            continue
+        yield cid, chosen
+        if not chosen.has_room():  # it took this one and is full now
+            for group in by_skill.values():
+                if chosen in group:
+                    group.remove(chosen)
+            free.remove(chosen)
+            if not free:
+                return
+
+
 def explain(agent: AgentSlot, weights: Weights) -> dict[str, Any]:
     """Why an agent was chosen: stored with the assignment, shown to agents."""
     return {"policy": "score", "score": round(score(agent, weights), 4), "load": agent.load,
@@ -120,6 +152,9 @@ class WaitQueue:
 
     def __init__(self, aging_s: float = Weights.aging_s) -> None:
         self._entries: dict[str, _Entry] = {}
+        # Kept sorted (an entry's key never changes): the head is read on every event,
+        # so no sort per read.
+        self._keys: list[tuple[tuple[int, float, int], str]] = []
         self._order = itertools.count()
         self._aging_ms = aging_s * 1000
 
@@ -134,15 +169,21 @@ class WaitQueue:
         """Add a conversation; False (and no change) if it is already queued."""
         if conversation_id in self._entries:
             return False
-        self._entries[conversation_id] = _Entry(conversation_id, skill, enqueued_ts,
-                                                priority, next(self._order))
+        entry = _Entry(conversation_id, skill, enqueued_ts, priority, next(self._order))
+        self._entries[conversation_id] = entry
+        bisect.insort(self._keys, (entry.key(self._aging_ms), conversation_id))
         return True
 
     def remove(self, conversation_id: str) -> bool:
-        return self._entries.pop(conversation_id, None) is not None
+        entry = self._entries.pop(conversation_id, None)
+        if entry is None:
+            return False
+        item = (entry.key(self._aging_ms), conversation_id)
+        del self._keys[bisect.bisect_left(self._keys, item)]
+        return True
 
     def _sorted(self) -> list[_Entry]:
-        return sorted(self._entries.values(), key=lambda e: e.key(self._aging_ms))
+        return [self._entries[cid] for _, cid in self._keys]
 
     def ordered(self) -> list[tuple[str, str | None]]:
         """(conversation id, skill) for every queued conversation, head first."""

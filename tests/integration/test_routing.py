@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 from typing import Any
 
 import pytest
@@ -213,3 +214,33 @@ async def test_router_killed_mid_scenario(api: Api, connect: Any, skill: str,
     notes = collections.Counter(f["conversation_id"] for f in agent_ws.frames
                                 if f["type"] == "assigned")
     assert all(notes[cid] == 1 for _, cid in chats)
+
+
+async def test_reply_deadline_requeues(api: Api, connect: Any, skill: str,
+                                       runtime: Runtime) -> None:
+    """With a reply deadline, a customer left unanswered past it by the assigned agent is
+    requeued at the front and told; a customer who was answered in time is not."""
+    assert runtime.settings is not None
+    from actors.router import Router
+
+    routing = runtime.settings.config.routing.model_copy(update={"reply_deadline_s": 0.5})
+    config = runtime.settings.config.model_copy(update={"routing": routing})
+    # A second Router object on the live shards and store, driven by hand: the running
+    # router has no deadline (it would requeue other tests' idle conversations).
+    checker = Router(dataclasses.replace(runtime.settings, config=config))
+    agent, agent_ws = await online_agent(api, connect, [skill], max_chats=5)
+    ignored, ignored_cid = await open_chat(api, connect, skill, "hello?")
+    answered, answered_cid = await open_chat(api, connect, skill, "hi")
+    for cid in (ignored_cid, answered_cid):
+        await agent_ws.expect_type("assigned", conversation_id=cid)
+    await agent_ws.send_text("right with you", answered_cid)
+    await asyncio.sleep(0.8)
+    await checker._reconcile()
+    await checker._requeue_overdue()
+    requeued = await ignored.expect(lambda f: f["type"] == "message" and f["seq"] > 4 and (
+        f.get("event") or {}).get("kind") == "queued")
+    assert requeued["event"]["reason"] == "reply_deadline"
+    assert requeued["event"]["from_agent"] == agent["agent_id"]
+    assert not [m for m in answered.messages(answered_cid)
+                if (m.get("event") or {}).get("reason") == "reply_deadline"]
+    await checker._store.close()

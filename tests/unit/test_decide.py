@@ -706,3 +706,23 @@ def test_visitor_card_of_unknown_visitor_is_not_found() -> None:
     """No visitor fields means NotFound."""
     with pytest.raises(NotFound, match="v9"):
         decide.visitor_card("v9", {})
+
+
+def test_requeue_for_a_missed_deadline_checks_the_deadline_again() -> None:
+    """A reply-deadline requeue is refused (Conflict) if the customer is no longer waiting
+    or has not waited past the deadline, and goes through when it has."""
+    waiting_since = NOW - 90_000
+    conv = _conv(Status.ASSIGNED)
+    overdue = ShardCommand(kind="requeue", conversation_id="c1", actor_id="router",
+                           actor_role="router", to_agent="a1",
+                           reason={"why": "reply_deadline", "deadline_ms": 60_000})
+    answered = dataclasses.replace(conv, awaiting_since=None)
+    with pytest.raises(Conflict):
+        decide.requeue(answered, overdue, NOW, "m")
+    recent = dataclasses.replace(conv, awaiting_since=NOW - 30_000)
+    with pytest.raises(Conflict):
+        decide.requeue(recent, overdue, NOW, "m")
+    late = dataclasses.replace(conv, awaiting_since=waiting_since)
+    decision = decide.requeue(late, overdue, NOW, "m")
+    event = json.loads(decision.commit.messages[0])["event"] if decision.commit else {}
+    assert event["reason"] == "reply_deadline" and decision.conversation.front

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ from raydesk.routing import (
     choose_agent,
     ewma,
     explain,
+    matches,
     priority_for,
     score,
 )
@@ -624,3 +626,53 @@ def test_entries_agree_with_ordered_and_positions(rows: list[tuple[int, int, str
         assert entry["priority"] == priority
         assert entry["skill"] == skill
         assert entry["waiting_ms"] == max(0, now - ts)
+
+
+# --- matches: the dispatch loop ----------------------------------------------------------
+
+
+def _naive_matches(queue: WaitQueue, agents: list[AgentSlot],
+                   weights: Weights) -> list[tuple[str, str]]:
+    """The obvious reference: every queued conversation in order, best agent over all."""
+    out = []
+    for cid, skill in queue.ordered():
+        chosen = choose_agent(agents, skill, weights)
+        if chosen is not None:
+            chosen.load += 1
+            out.append((cid, chosen.agent_id))
+    return out
+
+
+@given(rows=queue_rows, agents=st.lists(
+    st.builds(AgentSlot, agent_id=st.sampled_from([f"a{i}" for i in range(8)]),
+              max_chats=st.integers(1, 3), skills=st.frozensets(st.sampled_from(SKILLS)),
+              presence=st.sampled_from(["online", "online", "away", "offline"]),
+              load=st.integers(0, 3), idle_since=st.integers(0, 5)),
+    max_size=6, unique_by=lambda a: a.agent_id))
+def test_matches_equal_the_naive_loop_and_respect_capacity(
+        rows: list[tuple[int, int, str | None]], agents: list[AgentSlot]) -> None:
+    """matches() gives exactly what choosing over all agents for each queued conversation in
+    order gives, never fills an agent past max_chats, never picks an ineligible one."""
+    weights = Weights()
+    reference = _naive_matches(_queue(rows, 10.0), copy.deepcopy(agents), weights)
+    got = []
+    start = {a.agent_id: a.load for a in agents}
+    for cid, slot in matches(_queue(rows, 10.0), agents, weights):
+        skill = rows[int(cid[1:])][2]
+        assert slot.eligible(skill)
+        slot.load += 1  # what the router does after a successful assignment
+        got.append((cid, slot.agent_id))
+    assert got == reference
+    for agent in agents:
+        assert agent.load <= max(agent.max_chats, start[agent.agent_id])
+
+
+def test_matches_stops_at_once_without_free_agents() -> None:
+    """With every agent full or not online, matches() yields nothing, however long the
+    queue (it must not scan it)."""
+    queue = WaitQueue()
+    for i in range(1000):
+        queue.push(f"c{i}", None, i)
+    agents = [AgentSlot("a1", 1, load=1, presence="online"),
+              AgentSlot("a2", 5, presence="away")]
+    assert list(matches(queue, agents)) == []
