@@ -262,32 +262,49 @@ class Router:
         self._customers.pop(cid, None)
         self._told_positions.pop(cid, None)
 
-    async def _assign(self, cid: str, slot: AgentSlot, reason: dict[str, Any]) -> dict[str, Any]:
+    async def _assign(self, cid: str, slot: AgentSlot, reason: dict[str, Any],
+                      reserved: bool = False) -> dict[str, Any]:
+        """Have the conversation's shard commit the assignment. The agent's load counts it
+        from the start (``reserved``: the caller already did), and gives it back if the
+        shard refuses."""
+        if not reserved:
+            slot.load += 1
         command = ShardCommand(kind="assign", conversation_id=cid, actor_id="router",
                                actor_role="router", to_agent=slot.agent_id, reason=reason)
         try:
             reply = await self._shards.submit(command)
         except Conflict:
+            slot.load -= 1
             self._forget(cid)  # closed or taken meanwhile: not ours to assign any more
             raise
+        except BaseException:
+            slot.load -= 1  # it stays queued
+            raise
         self._forget(cid)
-        slot.load += 1
         slot.idle_since = _now_ms()
         log.info("conversation %s assigned to agent %s (%s)", cid, slot.agent_id, reason)
         return reply
 
     async def _dispatch(self) -> None:
         """Assign every queued conversation that has an eligible agent, head first, then
-        tell waiting customers whose position changed."""
+        tell waiting customers whose position changed.
+
+        The choices are made first (each reserving a place in its agent's load, so the
+        next choice sees it), then committed together: concurrent commits ride in a few
+        batched shard calls instead of one round trip each.
+        """
+        planned = []
         for cid, slot in matches(self._queue, list(self._agents.values()), self._weights):
-            reason = explain(slot, self._weights)
-            try:
-                await self._assign(cid, slot, reason)
-            except Conflict:
-                continue
-            except RaydeskError:
-                log.warning("assigning %s failed; it stays queued", cid)
-                break
+            planned.append((cid, slot, explain(slot, self._weights)))
+            slot.load += 1
+        results = await asyncio.gather(
+            *[self._assign(cid, slot, reason, reserved=True) for cid, slot, reason in planned],
+            return_exceptions=True)
+        for (cid, _, _), result in zip(planned, results, strict=True):
+            if isinstance(result, RaydeskError) and not isinstance(result, Conflict):
+                log.warning("assigning %s failed (%s); it stays queued", cid, result)
+            elif isinstance(result, BaseException) and not isinstance(result, RaydeskError):
+                log.error("assigning %s failed", cid, exc_info=result)
         await self._tell_positions()
 
     async def _tell_positions(self) -> None:
