@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from raydesk import store as keys
+from raydesk.config import DEFAULT_PARTITION
 from raydesk.conversation import Conversation
 from raydesk.errors import Conflict, Forbidden, NotFound, RaydeskError, Unavailable
 from raydesk.routing import (
@@ -45,12 +46,18 @@ def _now_ms() -> int:
 
 
 class Router:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, partition: str = DEFAULT_PARTITION) -> None:
         logging.basicConfig(level=settings.config.log_level)
         self._settings = settings
         self._store = Store(settings.store_url, settings.store_password)
         self._shards = ShardClient(settings.shard_names, settings.namespace)
         self._routing = settings.config.routing
+        # This router's share: conversations from its inboxes, agents of its partition.
+        self._partition = partition
+        # Agents known to belong to other partitions (not loaded again on every lease).
+        self._foreign: set[str] = set()
+        # Conversation -> the agent who missed its reply deadline: someone else next.
+        self._avoid: dict[str, str] = {}
         self._weights = self._routing.weights()
         self._agents: dict[str, AgentSlot] = {}
         self._queue = WaitQueue(self._weights.aging_s)
@@ -88,7 +95,7 @@ class Router:
     async def enqueued(self, cid: str, skill: str | None, ts: int) -> None:
         await self._ensure_started()
         state = await self._store.conversation_state(cid)
-        if state.get("status") != "queued":
+        if state.get("status") != "queued" or not self._mine(state):
             return
         async with self._lock:
             self._customers[cid] = state["customer"]
@@ -138,7 +145,7 @@ class Router:
                 self._overrides.pop(chosen_by, None)
             self._leases[gateway_id] = (time.monotonic() + 3 * lease_s, statuses)
             for agent_id in statuses:
-                if agent_id not in self._agents:
+                if agent_id not in self._agents and agent_id not in self._foreign:
                     await self._load_agent(agent_id)
             self._apply_presence()
             await self._dispatch()
@@ -209,18 +216,28 @@ class Router:
 
     # --- internals -------------------------------------------------------------------------
 
+    def _mine(self, state: dict[str, str]) -> bool:
+        """Whether a conversation (its state hash) belongs to this router's partition."""
+        return self._routing.partition_of(state.get("inbox") or None) == self._partition
+
     async def _slot(self, agent_id: str) -> AgentSlot:
         slot = self._agents.get(agent_id) or await self._load_agent(agent_id)
         if slot is None:
+            if agent_id in self._foreign:
+                raise Conflict(f"agent {agent_id} works in another routing partition")
             raise NotFound(f"agent {agent_id} not found")
         return slot
 
     async def _load_agent(self, agent_id: str) -> AgentSlot | None:
+        """(Re)load an agent of this partition; None for an unknown or foreign one."""
         fields, load = await self._store.pipeline([
             ("HGETALL", keys.agent_key(agent_id)), ("SCARD", keys.agent_convs_key(agent_id))])
         fields = dict(fields)
-        if not fields:
+        self._foreign.discard(agent_id)
+        if not fields or fields.get("partition", DEFAULT_PARTITION) != self._partition:
             self._agents.pop(agent_id, None)
+            if fields:
+                self._foreign.add(agent_id)
             return None
         old = self._agents.get(agent_id)
         slot = AgentSlot(
@@ -248,7 +265,11 @@ class Router:
                     best[agent_id] = status
         now = time.monotonic()
         for slot in self._agents.values():
-            presence = self._overrides.get(slot.agent_id) or best.get(slot.agent_id, "offline")
+            presence = best.get(slot.agent_id, "offline")
+            # An admin's setting holds while the agent is connected somewhere; with no
+            # connection the agent is offline whatever it was set to.
+            if presence != "offline" and slot.agent_id in self._overrides:
+                presence = self._overrides[slot.agent_id]
             if presence != "offline":
                 self._offline_since.pop(slot.agent_id, None)
             elif slot.load > 0:
@@ -259,6 +280,7 @@ class Router:
 
     def _forget(self, cid: str) -> None:
         self._queue.remove(cid)
+        self._avoid.pop(cid, None)
         self._customers.pop(cid, None)
         self._told_positions.pop(cid, None)
 
@@ -294,7 +316,8 @@ class Router:
         batched shard calls instead of one round trip each.
         """
         planned = []
-        for cid, slot in matches(self._queue, list(self._agents.values()), self._weights):
+        for cid, slot in matches(self._queue, list(self._agents.values()), self._weights,
+                                 self._avoid):
             planned.append((cid, slot, explain(slot, self._weights)))
             slot.load += 1
         results = await asyncio.gather(
@@ -337,7 +360,7 @@ class Router:
         missing = [(cid, int(float(ts))) for cid, ts in pairs if cid not in self._queue]
         states = await self._store.states([cid for cid, _ in missing])
         for (cid, ts), state in zip(missing, states, strict=True):
-            if state.get("status") == "queued":
+            if state.get("status") == "queued" and self._mine(state):
                 self._customers[cid] = state["customer"]
                 self._queue.push(cid, state.get("skill") or None, ts,
                                  Conversation.from_state(cid, state).queue_priority)
@@ -367,13 +390,21 @@ class Router:
                 continue
             cids = sorted(await self._store.call("SMEMBERS",
                                                  keys.agent_convs_key(slot.agent_id)))
-            overdue = [cid for cid, state in zip(cids, await self._store.states(cids),
-                                                  strict=True)
-                       if state.get("awaiting_since")
-                       and now - int(state["awaiting_since"]) > deadline_s * 1000]
+            waited = {cid: now - int(state["awaiting_since"])
+                      for cid, state in zip(cids, await self._store.states(cids), strict=True)
+                      if state.get("awaiting_since")}
+            overdue = [cid for cid, ms in waited.items() if ms > deadline_s * 1000]
             if overdue:
                 log.warning("agent %s missed the reply deadline in %d conversations",
                             slot.agent_id, len(overdue))
+                # A miss counts against the agent's response time as the time waited,
+                # and the conversation goes to someone else if anyone can take it.
+                for cid in overdue:
+                    slot.response_ms = ewma(slot.response_ms, waited[cid],
+                                            self._weights.ewma_alpha)
+                    self._avoid[cid] = slot.agent_id
+                await self._store.call("HSET", keys.agent_key(slot.agent_id), "rt_ms",
+                                       str(round(slot.response_ms or 0)))
                 # The shard checks the deadline again: the agent may have replied since.
                 await self._requeue(slot.agent_id, overdue, "reply_deadline",
                                     deadline_ms=int(deadline_s * 1000))
@@ -388,6 +419,7 @@ class Router:
                 await self._shards.submit(command)
             except RaydeskError as exc:  # replied or closed meanwhile, or shard down
                 log.warning("requeue of %s failed: %s", cid, exc)
+                self._avoid.pop(cid, None)
                 continue
             state = await self._store.conversation_state(cid)
             self._customers[cid] = state["customer"]
@@ -396,8 +428,8 @@ class Router:
 
     async def _loop(self) -> None:
         # Often enough to requeue close to the grace period, and to renew nothing late.
-        period = min(RECONCILE_S, self._routing.offline_grace_s / 4,
-                     (self._routing.reply_deadline_s or RECONCILE_S) / 4)
+        deadlines = [self._routing.offline_grace_s, self._routing.reply_deadline_s]
+        period = min([RECONCILE_S, *[d / 4 for d in deadlines if d is not None]])
         while True:
             await asyncio.sleep(period)
             try:

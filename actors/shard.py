@@ -60,7 +60,7 @@ class ConversationShard:
         self._active: OrderedDict[str, Conversation] = OrderedDict()
         self._mailboxes: dict[str, asyncio.Lock] = {}
         self._waiting: dict[str, int] = {}
-        self._router: Any = None
+        self._routers: dict[str, Any] = {}
         log.info("shard %s started", name)
 
     async def ready(self) -> str:
@@ -167,8 +167,9 @@ class ConversationShard:
                             self._name, cmd.conversation_id, result.value)
                 raise StaleState()
         self._remember(decision.conversation)
+        partition = self._settings.config.routing.partition_of(decision.conversation.inbox)
         for method, args in decision.router:
-            self._tell_router(method, *args)
+            self._tell_router(partition, method, *args)
         return decision.reply
 
     def _routing_needs(self, visitor: dict[str, str]) -> tuple[str | None, int]:
@@ -181,16 +182,17 @@ class ConversationShard:
                                 routing.vip_attribute, routing.default_priority)
         return skill, priority
 
-    def _tell_router(self, method: str, *args: Any) -> None:
+    def _tell_router(self, partition: str, method: str, *args: Any) -> None:
         """Fire and forget: the router also reconciles with the store on a timer."""
         try:
-            if self._router is None:
-                self._router = ray.get_actor(self._settings.router_name,
-                                             namespace=self._settings.namespace)
-            getattr(self._router, method).remote(*args)
+            if partition not in self._routers:
+                self._routers[partition] = ray.get_actor(
+                    self._settings.router_name(partition), namespace=self._settings.namespace)
+            getattr(self._routers[partition], method).remote(*args)
         except Exception:
-            self._router = None
-            log.warning("shard %s: router unreachable for %s%s", self._name, method, args)
+            self._routers.pop(partition, None)
+            log.warning("shard %s: router %s unreachable for %s%s", self._name, partition,
+                        method, args)
 
     async def active_count(self) -> int:
         return len(self._active)

@@ -43,7 +43,7 @@ async def open_conversation(http: httpx.AsyncClient, ws_url: str, skill: str) ->
 async def run(runtime: Runtime, agents: int, queued: int, skill: str) -> dict[str, float]:
     assert runtime.settings is not None and runtime.secrets is not None
     ws_url = runtime.url.replace("http", "ws", 1) + "/v1/ws"
-    router = ray.get_actor(runtime.settings.router_name, namespace=runtime.settings.namespace)
+    router = ray.get_actor(runtime.settings.router_name(), namespace=runtime.settings.namespace)
     async with httpx.AsyncClient(base_url=runtime.url, timeout=60) as http:
         admin = {"Authorization": f"Bearer {runtime.secrets.admin_token}"}
         tokens = []

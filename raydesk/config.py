@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from raydesk.errors import ConfigError
 from raydesk.routing import Weights
+
+DEFAULT_PARTITION = "default"
 
 
 class _Section(BaseModel):
@@ -99,7 +101,7 @@ class RoutingConfig(_Section):
     # Every this many seconds of waiting improves a conversation's priority by one.
     priority_aging_s: Annotated[float, Field(gt=0)] = 120.0
     # The skill a visitor's conversations need when the visitor names none, by inbox.
-    inbox_skills: dict[str, str] = {}
+    inbox_skills: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] = {}
     # An agent with no connection for this long has their conversations requeued at the
     # front; long enough to ride out a page reload or a brief network loss.
     offline_grace_s: Annotated[float, Field(gt=0)] = 60.0
@@ -107,6 +109,32 @@ class RoutingConfig(_Section):
     # customer's message, or from the assignment if later) loses the conversation to the
     # front of the queue. None: no deadline.
     reply_deadline_s: Annotated[float, Field(gt=0)] | None = None
+    # Routing partitions, each with its own Router actor: partition name -> its inboxes.
+    # A conversation belongs to its inbox's partition (else "default"), an agent to the
+    # one set when it is created; agents serve only their partition's conversations, so
+    # no two routers ever share an agent's capacity.
+    partitions: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")],
+                     list[str]] = {}
+
+    @model_validator(mode="after")
+    def _one_partition_per_inbox(self) -> RoutingConfig:
+        if DEFAULT_PARTITION in self.partitions:
+            raise ValueError(f"partitions: {DEFAULT_PARTITION!r} is implicit, do not list it")
+        seen: dict[str, str] = {}
+        for name, inboxes in self.partitions.items():
+            for inbox in inboxes:
+                if inbox in seen:
+                    raise ValueError(f"partitions: inbox {inbox!r} is in both "
+                                     f"{seen[inbox]!r} and {name!r}")
+                seen[inbox] = name
+        return self
+
+    def partition_of(self, inbox: str | None) -> str:
+        """The routing partition of a conversation from this inbox."""
+        for name, inboxes in self.partitions.items():
+            if inbox in inboxes:
+                return name
+        return DEFAULT_PARTITION
 
     def weights(self) -> Weights:
         return Weights(load=self.load_weight, response_time=self.response_time_weight,

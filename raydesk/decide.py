@@ -238,8 +238,9 @@ def _restart(conv: Conversation, now: int) -> int | None:
 
 
 def requeue(conv: Conversation, cmd: ShardCommand, now: int, message_id: str) -> Decision:
-    """The router takes an assigned conversation back (its agent vanished): it waits at
-    the front of the queue, and the customer is told."""
+    """The router takes an assigned conversation back (its agent vanished, or left the
+    customer waiting past the reply deadline): it waits at the front of the queue, and the
+    customer is told."""
     if conv.status is not Status.ASSIGNED or conv.assignee is None:
         raise Conflict(f"conversation {conv.id} is {conv.status.value}, not assigned")
     if cmd.to_agent is not None and cmd.to_agent != conv.assignee:
@@ -252,8 +253,10 @@ def requeue(conv: Conversation, cmd: ShardCommand, now: int, message_id: str) ->
     after = dataclasses.replace(conv, status=Status.QUEUED, assignee=None, last_seq=seq,
                                 updated_ts=now, front=True)
     reason = (cmd.reason or {}).get("why", "agent_offline")
-    frame = _system(conv, seq, message_id, now, "queued",
-                    "Your agent is unavailable; you are first in line for the next one",
+    text = ("No reply in time; you are first in line for the next agent"
+            if reason == "reply_deadline"
+            else "Your agent is unavailable; you are first in line for the next one")
+    frame = _system(conv, seq, message_id, now, "queued", text,
                     skill=conv.skill, reason=reason, from_agent=conv.assignee).to_json()
     commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame],
                          state=after.to_state(),

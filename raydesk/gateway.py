@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from raydesk import __version__
 from raydesk import store as keys
 from raydesk.auth import Principal, Tokens, hash_password, verify_password
+from raydesk.config import DEFAULT_PARTITION
 from raydesk.conversation import Conversation
 from raydesk.errors import (
     BadRequest,
@@ -74,7 +75,7 @@ class GatewayCore:
         self.shards = ShardClient(settings.shard_names, settings.namespace)
         self.hub = Hub(self.store.redis)
         self.sessions: set[Session] = set()
-        self._router: Any = None
+        self._routers: dict[str, Any] = {}
         self._lease_task: asyncio.Task[None] | None = None
 
     # --- sessions ---------------------------------------------------------------------------
@@ -104,12 +105,15 @@ class GatewayCore:
     async def presence_changed(self, chosen_by: str | None = None) -> None:
         """Tell the router at once (and renew this gateway's lease). ``chosen_by``: the
         agent who just set its own presence."""
-        try:
-            await self.router().presence.remote(self.gateway_id, self.presence_snapshot(),
-                                                chosen_by)
-        except (RayError, ValueError):
-            self._router = None
-            log.warning("gateway %s: router unreachable for presence", self.gateway_id)
+        snapshot = self.presence_snapshot()
+        for partition in self.settings.partitions:  # each router keeps its own agents
+            try:
+                await self.router(partition).presence.remote(self.gateway_id, snapshot,
+                                                             chosen_by)
+            except (RayError, ValueError):
+                self._routers.pop(partition, None)
+                log.warning("gateway %s: router %s unreachable for presence",
+                            self.gateway_id, partition)
 
     async def renew_leases(self) -> None:
         period = self.config.routing.presence_lease_s
@@ -124,22 +128,31 @@ class GatewayCore:
         if self._lease_task is None:
             self._lease_task = asyncio.get_running_loop().create_task(self.renew_leases())
 
-    def router(self) -> Any:
-        if self._router is None:
-            self._router = ray.get_actor(self.settings.router_name,
-                                         namespace=self.settings.namespace)
-        return self._router
+    def router(self, partition: str = DEFAULT_PARTITION) -> Any:
+        if partition not in self._routers:
+            self._routers[partition] = ray.get_actor(self.settings.router_name(partition),
+                                                     namespace=self.settings.namespace)
+        return self._routers[partition]
 
-    async def router_call(self, method: str, *args: Any) -> Any:
+    async def conversation_partition(self, cid: str) -> str:
+        inbox = await self.store.call("HGET", keys.state_key(cid), "inbox")
+        return self.config.routing.partition_of(inbox or None)
+
+    async def agent_partition(self, agent_id: str) -> str:
+        partition = await self.store.call("HGET", keys.agent_key(agent_id), "partition")
+        return str(partition or DEFAULT_PARTITION)
+
+    async def router_call(self, method: str, *args: Any,
+                          partition: str = DEFAULT_PARTITION) -> Any:
         try:
-            return await getattr(self.router(), method).remote(*args)
+            return await getattr(self.router(partition), method).remote(*args)
         except RayTaskError as exc:
             if isinstance(exc.cause, RaydeskError):
                 raise exc.cause from None
             log.error("router %s failed: %s", method, exc)
             raise Unavailable("the router failed, try again") from None
         except (RayError, ValueError):
-            self._router = None
+            self._routers.pop(partition, None)
             raise Unavailable("the router is restarting, try again") from None
 
     async def open_conversation_of(self, visitor_id: str, closed: str | None = None) -> str:
@@ -172,7 +185,8 @@ def agent_info(agent_id: str, fields: dict[str, str]) -> AgentInfo:
     return AgentInfo(agent_id=agent_id, email=fields["email"], name=fields["name"],
                      role=fields.get("role", "agent"),
                      skills=json.loads(fields.get("skills") or "[]"),
-                     max_chats=int(fields["max_chats"]))
+                     max_chats=int(fields["max_chats"]),
+                     partition=fields.get("partition") or DEFAULT_PARTITION)
 
 
 def _bearer(authorization: Annotated[str | None, Header()] = None) -> str | None:
@@ -220,6 +234,11 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
         return JSONResponse(Unavailable("internal error, try again later").body(),
                             status_code=Unavailable.http_status)
 
+    def check_partition(partition: str) -> None:
+        if partition not in settings.partitions:
+            raise BadRequest(f"partition: unknown partition {partition!r} (configured: "
+                             f"{', '.join(settings.partitions)})")
+
     def principal(token: str | None) -> Principal:
         if not token:
             raise Unauthorized("missing bearer token")
@@ -246,6 +265,7 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
         core.tokens.require_admin(token)
         agent_id = f"a_{uuid.uuid4().hex[:22]}"
         email = body.email.strip().lower()
+        check_partition(body.partition)
         claimed = await core.store.call("SET", keys.email_key(email), agent_id, "NX")
         if not claimed:
             raise Conflict(f"an agent with email {email} exists")
@@ -253,12 +273,13 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
                   "skills": json.dumps(sorted(set(body.skills))),
                   "max_chats": str(body.max_chats or settings.config.routing.default_max_chats),
                   "password": await asyncio.to_thread(hash_password, body.password),
+                  "partition": body.partition,
                   "created_ts": str(int(time.time() * 1000))}
         await core.store.pipeline([
             ("HSET", keys.agent_key(agent_id), *[x for kv in fields.items() for x in kv]),
             ("SADD", keys.AGENTS, agent_id)])
         try:
-            await core.router().agent_updated.remote(agent_id)
+            await core.router(body.partition).agent_updated.remote(agent_id)
         except (RayError, ValueError):
             log.warning("router not told of new agent %s; it will find it", agent_id)
         return AgentCreated(agent_id=agent_id)
@@ -276,23 +297,30 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
             fields["skills"] = json.dumps(sorted(set(body.skills)))
         if body.max_chats is not None:
             fields["max_chats"] = str(body.max_chats)
+        if body.partition is not None:
+            check_partition(body.partition)
+            fields["partition"] = body.partition
         if fields:
             await core.store.call("HSET", key, *[x for kv in fields.items() for x in kv])
-        try:
-            await core.router_call("agent_updated", agent_id)
-        except Unavailable:
-            log.warning("router not told of agent %s's change; it reloads agents itself",
-                        agent_id)
+        for partition in settings.partitions:  # an agent may move between partitions
+            try:
+                await core.router_call("agent_updated", agent_id, partition=partition)
+            except Unavailable:
+                log.warning("router %s not told of agent %s's change; it reloads agents "
+                            "itself", partition, agent_id)
         if body.presence is not None:
-            await core.router_call("set_presence", agent_id, body.presence)
+            await core.router_call("set_presence", agent_id, body.presence,
+                                   partition=await core.agent_partition(agent_id))
         return agent_info(agent_id, dict(await core.store.call("HGETALL", key)))
 
     @app.get("/v1/queue", response_model=QueuePage)
     async def queue(token: Bearer) -> QueuePage:
         """Conversations waiting for an agent, head first (agents only)."""
-        if not principal(token).is_agent:
+        who = principal(token)
+        if not who.is_agent:
             raise Forbidden("the queue is for agents")
-        snapshot = await core.router_call("snapshot")
+        snapshot = await core.router_call("snapshot",
+                                          partition=await core.agent_partition(who.id))
         return QueuePage(queue=[QueueEntry(**entry) for entry in snapshot["queue"]])
 
     @app.post("/v1/agents/login", response_model=LoginResult)

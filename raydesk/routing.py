@@ -14,16 +14,17 @@ same inputs always give the same choice.
 The queue is FIFO within priority (a lower number first), with aging: a conversation of
 priority ``p`` queues as if it had arrived ``p * aging_s`` later than it did. So an
 ordinary conversation (1) goes before urgent ones (0) that arrive more than ``aging_s``
-after it: a stream of urgent conversations cannot starve it, and the order of waiting
-conversations never changes as time passes (positions only improve). Conversations
-requeued because their agent vanished (``FRONT_PRIORITY``) go before all others.
+after it: a stream of urgent conversations cannot starve it, and waiting conversations
+never swap places as time passes (a later arrival of higher priority, or a requeued one,
+can still go ahead). Conversations taken back from an agent (``FRONT_PRIORITY``) go before
+all others.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,14 +81,16 @@ def choose_agent(agents: list[AgentSlot], skill: str | None,
                                         a.agent_id))
 
 
-def matches(queue: WaitQueue, agents: list[AgentSlot],
-            weights: Weights = Weights()) -> Iterator[tuple[str, AgentSlot]]:
+def matches(queue: WaitQueue, agents: list[AgentSlot], weights: Weights = Weights(),
+            avoid: Mapping[str, str] | None = None) -> Iterator[tuple[str, AgentSlot]]:
     """Head first, each queued conversation that an agent can take now, with that agent.
 
     Lazy: the caller assigns (which may fail) and, if it succeeded, raises the agent's
     load before asking for the next match, which sees the new load. Cost per call is one
     pass over the queue plus, per match, one over the agents free for its skill; with no
-    agent free it returns at once, however long the queue.
+    agent free it returns at once, however long the queue. ``avoid`` maps a conversation
+    to an agent it should not go back to (one who missed its reply deadline) unless no
+    other agent can take it.
     """
     free = [a for a in agents if a.presence == "online" and a.has_room()]
     if not free:
@@ -100,6 +103,9 @@ def matches(queue: WaitQueue, agents: list[AgentSlot],
         chosen = choose_agent(candidates, skill, weights)
         if chosen is None:
             continue
+        if avoid and avoid.get(cid) == chosen.agent_id:
+            others = [a for a in candidates if a is not chosen]
+            chosen = choose_agent(others, skill, weights) or chosen
         yield cid, chosen
         if not chosen.has_room():  # it took this one and is full now
             for group in by_skill.values():

@@ -108,10 +108,11 @@ class Runtime:
         router_cls: Any = ray.remote(Router)
         shards = [shard_cls.options(name=name, **common).remote(settings, name)
                   for name in settings.shard_names]
-        router = router_cls.options(name=settings.router_name, **common).remote(settings)
+        routers = [router_cls.options(name=settings.router_name(partition), **common)
+                   .remote(settings, partition) for partition in settings.partitions]
         ray.get([s.ready.remote() for s in shards])
-        ray.get(router.ready.remote())
-        self.actors = [*shards, router]
+        ray.get([r.ready.remote() for r in routers])
+        self.actors = [*shards, *routers]
 
     def stop(self, keep_ray: bool = False) -> None:
         """Stop gateways first (clients get 1012), then actors, then the store; then Ray,

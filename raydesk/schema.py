@@ -266,6 +266,7 @@ class AgentCreate(_Body):
     skills: Annotated[list[Skill], Field(max_length=100)] = []
     max_chats: Annotated[int, Field(ge=1, le=1000)] | None = None
     role: Literal["agent", "admin"] = "agent"
+    partition: Annotated[str, StringConstraints(max_length=32)] = "default"
 
 
 class AgentCreated(_Body):
@@ -279,6 +280,7 @@ class AgentUpdate(_Body):
     skills: Annotated[list[Skill], Field(max_length=100)] | None = None
     max_chats: Annotated[int, Field(ge=1, le=1000)] | None = None
     presence: Presence | None = None
+    partition: Annotated[str, StringConstraints(max_length=32)] | None = None
 
 
 class AgentInfo(_Body):
@@ -288,6 +290,7 @@ class AgentInfo(_Body):
     role: str
     skills: list[str]
     max_chats: int
+    partition: str
 
 
 class QueueEntry(_Body):

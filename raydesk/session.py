@@ -296,13 +296,17 @@ class Session:
             await self.core.presence_changed(chosen_by=self.principal.id)
         elif isinstance(frame, Accept):
             self._require_agent("accept")
-            await self.core.router_call("accept", frame.conversation_id, self.principal.id)
+            await self.core.router_call(
+                "accept", frame.conversation_id, self.principal.id,
+                partition=await self.core.conversation_partition(frame.conversation_id))
         elif isinstance(frame, Transfer):
             self._require_agent("transfer")
             if (frame.to_agent is None) == (frame.to_skill is None):
                 raise BadRequest("transfer: give exactly one of to_agent and to_skill")
-            await self.core.router_call("transfer", frame.conversation_id, self.principal.id,
-                                        self.principal.role, frame.to_agent, frame.to_skill)
+            await self.core.router_call(
+                "transfer", frame.conversation_id, self.principal.id, self.principal.role,
+                frame.to_agent, frame.to_skill,
+                partition=await self.core.conversation_partition(frame.conversation_id))
         elif isinstance(frame, Hello):
             raise BadRequest("type: hello was already received on this connection")
 

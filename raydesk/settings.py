@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raydesk.config import Config
+from raydesk.config import DEFAULT_PARTITION, Config
 from raydesk.placement import shard_name
 
 
@@ -30,5 +30,12 @@ class Settings:
         return [shard_name(self.namespace, i) for i in range(self.shard_count)]
 
     @property
-    def router_name(self) -> str:
-        return f"{self.namespace}-router"
+    def partitions(self) -> list[str]:
+        """Every routing partition: "default" and the configured ones."""
+        return [DEFAULT_PARTITION, *sorted(self.config.routing.partitions)]
+
+    def router_name(self, partition: str = DEFAULT_PARTITION) -> str:
+        """The Router actor of a partition (each partition has its own)."""
+        if partition == DEFAULT_PARTITION:
+            return f"{self.namespace}-router"
+        return f"{self.namespace}-router-{partition}"

@@ -33,7 +33,8 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
                          cluster={"shards": 2, "namespace": f"t{uuid.uuid4().hex[:8]}"},
                          limits=TEST_LIMITS, websocket=TEST_WEBSOCKET,
                          routing={"presence_lease_s": 2.0, "offline_grace_s": 4.0,
-                                  "vip_attribute": "vip"})
+                                  "vip_attribute": "vip",
+                                  "partitions": {"p2": ["inbox-p2"]}})
     rt = Runtime(config)
     rt.start()
     yield rt

@@ -37,7 +37,7 @@ def admin(api: Api) -> dict[str, str]:
 
 async def router_view(runtime: Runtime) -> dict[str, Any]:
     assert runtime.settings is not None
-    router = ray.get_actor(runtime.settings.router_name, namespace=runtime.settings.namespace)
+    router = ray.get_actor(runtime.settings.router_name(), namespace=runtime.settings.namespace)
     view: dict[str, Any] = await router.snapshot.remote()
     return view
 
@@ -201,7 +201,7 @@ async def test_router_killed_mid_scenario(api: Api, connect: Any, skill: str,
     assigned, and none twice."""
     assert runtime.settings is not None
     chats = [await open_chat(api, connect, skill) for _ in range(4)]
-    router = ray.get_actor(runtime.settings.router_name, namespace=runtime.settings.namespace)
+    router = ray.get_actor(runtime.settings.router_name(), namespace=runtime.settings.namespace)
     ray.kill(router, no_restart=False)
     _, agent_ws = await online_agent(api, connect, [skill], max_chats=10)
     for customer, cid in chats:
@@ -244,3 +244,34 @@ async def test_reply_deadline_requeues(api: Api, connect: Any, skill: str,
     assert not [m for m in answered.messages(answered_cid)
                 if (m.get("event") or {}).get("reason") == "reply_deadline"]
     await checker._store.close()
+
+
+async def test_partitions_have_their_own_router_and_agents(api: Api, connect: Any,
+                                                           skill: str) -> None:
+    """A conversation from a partition's inbox goes only to that partition's agents, even
+    while an agent of another partition with the skill is free; transfers do not cross."""
+    home, home_ws = await online_agent(api, connect, [skill], max_chats=5)
+    p2_agent, p2_ws = await online_agent(api, connect, [skill], max_chats=1, partition="p2")
+    _, first = await open_chat(api, connect, skill, inbox="inbox-p2")
+    await p2_ws.expect_type("assigned", conversation_id=first)
+    waiting, second = await open_chat(api, connect, skill, inbox="inbox-p2")
+    await waiting.expect_type("queue", conversation_id=second, position=1)
+    _, local = await open_chat(api, connect, skill)
+    await home_ws.expect_type("assigned", conversation_id=local)
+    await asyncio.sleep(0.5)
+    assert second not in [f.get("conversation_id") for f in home_ws.frames
+                          if f["type"] == "assigned"]
+    await home_ws.send_frame({"type": "transfer", "conversation_id": local,
+                              "to_agent": p2_agent["agent_id"]})
+    refused = await home_ws.expect_type("error")
+    assert refused["code"] == "conflict" and "partition" in refused["message"]
+    queue = (await api.http.get("/v1/queue", headers={
+        "Authorization": f"Bearer {p2_agent['token']}"})).json()["queue"]
+    assert second in [e["conversation_id"] for e in queue]
+    home_queue = (await api.http.get("/v1/queue", headers={
+        "Authorization": f"Bearer {home['token']}"})).json()["queue"]
+    assert second not in [e["conversation_id"] for e in home_queue]
+    bad = await api.http.post("/v1/agents", headers=admin(api), json={
+        "email": f"{skill}@example.test", "password": "long enough", "name": "X",
+        "partition": "nowhere"})
+    assert bad.status_code == 400 and "partition" in bad.json()["error"]["message"]

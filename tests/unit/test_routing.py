@@ -676,3 +676,17 @@ def test_matches_stops_at_once_without_free_agents() -> None:
     agents = [AgentSlot("a1", 1, load=1, presence="online"),
               AgentSlot("a2", 5, presence="away")]
     assert list(matches(queue, agents)) == []
+
+
+def test_matches_avoids_the_agent_who_missed_the_deadline_if_it_can() -> None:
+    """A conversation to avoid an agent for goes to another eligible agent, even a worse
+    scoring one; back to the same agent only when no one else can take it."""
+    queue = WaitQueue()
+    queue.push("c1", "billing", 0)
+    best = AgentSlot("a1", 5, frozenset({"billing"}), "online")
+    worse = AgentSlot("a2", 5, frozenset({"billing"}), "online", load=4)
+    assert [(c, a.agent_id) for c, a in matches(queue, [best, worse])] == [("c1", "a1")]
+    assert [(c, a.agent_id) for c, a in matches(queue, [best, worse], avoid={"c1": "a1"})] \
+        == [("c1", "a2")]
+    assert [(c, a.agent_id) for c, a in matches(queue, [best], avoid={"c1": "a1"})] \
+        == [("c1", "a1")]
