@@ -204,6 +204,12 @@ class Router:
             self._apply_presence()
             await self._dispatch()
 
+    async def positions(self, cids: list[str]) -> dict[str, int]:
+        """The queue positions of those of ``cids`` that are waiting."""
+        await self._ensure_started()
+        positions = self._queue.positions()
+        return {cid: positions[cid] for cid in cids if cid in positions}
+
     async def snapshot(self) -> dict[str, Any]:
         """The router's view, for operators and tests."""
         await self._ensure_started()

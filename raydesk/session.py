@@ -46,6 +46,7 @@ from raydesk.schema import (
     Hello,
     Ping,
     PresenceFrame,
+    QueueEvent,
     Read,
     Send,
     ShardCommand,
@@ -226,14 +227,30 @@ class Session:
             # happens in between is missed; it is held back until welcome is out.
             self.principal = principal
             await self.core.attach(self, principal)
-            welcome = dump(await self._welcome(principal))
+            welcome = await self._welcome(principal)
             early, self._early = self._early or [], None
-            self.send(welcome)
+            self.send(dump(welcome))
             for payload in early:
                 self.deliver(payload)
             if principal.is_agent:
                 await self.core.presence_changed()
+            else:
+                await self._tell_queue_positions(welcome)
             return principal
+
+    async def _tell_queue_positions(self, welcome: Welcome) -> None:
+        """A customer who (re)connects while waiting hears its place at once, not only at
+        the next change."""
+        waiting = [c.conversation_id for c in welcome.conversations if c.status == "queued"]
+        for cid in waiting:
+            try:
+                positions = await self.core.router_call(
+                    "positions", [cid], partition=await self.core.conversation_partition(cid))
+            except Unavailable:
+                log.warning("connection %s: queue position of %s not available", self.id, cid)
+                continue
+            if cid in positions:
+                self.send(dump(QueueEvent(conversation_id=cid, position=positions[cid])))
 
     async def _welcome(self, principal: Principal) -> Welcome:
         store = self.core.store

@@ -275,3 +275,16 @@ async def test_partitions_have_their_own_router_and_agents(api: Api, connect: An
         "email": f"{skill}@example.test", "password": "long enough", "name": "X",
         "partition": "nowhere"})
     assert bad.status_code == 400 and "partition" in bad.json()["error"]["message"]
+
+
+async def test_reconnecting_customer_hears_its_position(api: Api, connect: Any,
+                                                        skill: str) -> None:
+    """A waiting customer who reconnects gets its queue position right after welcome."""
+    visitor = await api.visitor(skill=skill)
+    first = await connect(visitor["token"])
+    cid = (await first.send_text("anyone?"))["conversation_id"]
+    await first.expect_type("queue", conversation_id=cid, position=1)
+    await first.close()
+    again = await connect(visitor["token"])
+    assert again.frames[0]["type"] == "welcome"
+    await again.expect_type("queue", conversation_id=cid, position=1)
