@@ -36,6 +36,7 @@ from raydesk.errors import (
     Unavailable,
 )
 from raydesk.hub import Hub
+from raydesk.routing import PRESENCE_RANK
 from raydesk.schema import (
     AgentCreate,
     AgentCreated,
@@ -92,7 +93,6 @@ class GatewayCore:
             await self.presence_changed()
 
     def presence_snapshot(self) -> dict[str, str]:
-        from raydesk.routing import PRESENCE_RANK
         best: dict[str, str] = {}
         for session in self.sessions:
             if session.principal is None or not session.principal.is_agent:
