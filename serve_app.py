@@ -21,7 +21,6 @@ from ray import serve
 from ray.serve import Application
 
 from raydesk.gateway import create_app
-from raydesk.session import CLOSE_RESTARTING
 from raydesk.settings import Settings
 
 log = logging.getLogger("raydesk.gateway")
@@ -88,7 +87,7 @@ class Gateway:
     async def __del__(self) -> None:
         # Serve calls this on a graceful shutdown (redeploy, scale down, stop): tell
         # clients to reconnect (1012) and sync, then stop accepting.
-        await self._core.close_all(CLOSE_RESTARTING)
+        await self._core.restart_all()
         self._server.should_exit = True
         await asyncio.wait_for(asyncio.shield(self._task), 5)
         await self._core.hub.close()
@@ -112,7 +111,7 @@ class ProxiedGateway:
         return self._app
 
     async def __del__(self) -> None:
-        await self._core.close_all(CLOSE_RESTARTING)
+        await self._core.restart_all()
         await self._core.hub.close()
 
 

@@ -22,7 +22,6 @@ from raydesk.config import DEFAULT_PARTITION
 from raydesk.conversation import Conversation
 from raydesk.errors import Conflict, Forbidden, NotFound, RaydeskError, Unavailable
 from raydesk.routing import (
-    FRONT_PRIORITY,
     PRESENCE_RANK,
     AgentSlot,
     WaitQueue,
@@ -98,8 +97,7 @@ class Router:
         if state.get("status") != "queued" or not self._mine(state):
             return
         async with self._lock:
-            self._customers[cid] = state["customer"]
-            self._queue.push(cid, skill, ts, Conversation.from_state(cid, state).queue_priority)
+            self._enqueue(cid, state, ts)
             await self._dispatch()
 
     async def responded(self, agent_id: str, response_ms: int) -> None:
@@ -163,8 +161,7 @@ class Router:
                     raise NotFound(f"conversation {cid} not found")
                 if state.get("status") != "queued":
                     raise Conflict(f"conversation {cid} is {state.get('status')}, not queued")
-                self._queue.push(cid, state.get("skill") or None, _now_ms())
-                self._customers[cid] = state["customer"]
+                self._enqueue(cid, state, _now_ms())
             if not slot.has_room():
                 raise Conflict(f"you are at your limit of {slot.max_chats} chats")
             reply = await self._assign(cid, slot, {"by": "accept"})
@@ -284,6 +281,12 @@ class Router:
                                                max(now, self._presence_known_at))
             slot.presence = presence
 
+    def _enqueue(self, cid: str, state: dict[str, str], ts: int) -> None:
+        """Queue a conversation from its stored state (skill, priority, front flag)."""
+        conv = Conversation.from_state(cid, state)
+        self._customers[cid] = conv.customer
+        self._queue.push(cid, conv.skill, ts, conv.queue_priority)
+
     def _forget(self, cid: str) -> None:
         self._queue.remove(cid)
         self._avoid.pop(cid, None)
@@ -367,9 +370,7 @@ class Router:
         states = await self._store.states([cid for cid, _ in missing])
         for (cid, ts), state in zip(missing, states, strict=True):
             if state.get("status") == "queued" and self._mine(state):
-                self._customers[cid] = state["customer"]
-                self._queue.push(cid, state.get("skill") or None, ts,
-                                 Conversation.from_state(cid, state).queue_priority)
+                self._enqueue(cid, state, ts)
 
     async def _requeue_vanished(self) -> None:
         """Requeue, at the front, the chats of agents offline for longer than the grace."""
@@ -427,9 +428,8 @@ class Router:
                 log.warning("requeue of %s failed: %s", cid, exc)
                 self._avoid.pop(cid, None)
                 continue
-            state = await self._store.conversation_state(cid)
-            self._customers[cid] = state["customer"]
-            self._queue.push(cid, state.get("skill") or None, _now_ms(), FRONT_PRIORITY)
+            # Stored state says it is at the front now (front flag).
+            self._enqueue(cid, await self._store.conversation_state(cid), _now_ms())
         await self._load_agent(agent_id)
 
     async def _loop(self) -> None:

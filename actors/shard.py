@@ -167,9 +167,11 @@ class ConversationShard:
                             self._name, cmd.conversation_id, result.value)
                 raise StaleState()
         self._remember(decision.conversation)
-        partition = self._settings.config.routing.partition_of(decision.conversation.inbox)
-        for method, args in decision.router:
-            self._tell_router(partition, method, *args)
+        if decision.router:
+            partition = self._settings.config.routing.partition_of(
+                decision.conversation.inbox)
+            for method, args in decision.router:
+                self._tell_router(partition, method, *args)
         return decision.reply
 
     def _routing_needs(self, visitor: dict[str, str]) -> tuple[str | None, int]:
@@ -193,6 +195,3 @@ class ConversationShard:
             self._routers.pop(partition, None)
             log.warning("shard %s: router %s unreachable for %s%s", self._name, partition,
                         method, args)
-
-    async def active_count(self) -> int:
-        return len(self._active)

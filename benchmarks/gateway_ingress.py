@@ -54,22 +54,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def tree_cpu(pid: int) -> float:
-    """User+system CPU seconds of a process and all its descendants (alive now)."""
-    total = 0.0
-    try:
-        root = psutil.Process(pid)
-        for proc in [root, *root.children(recursive=True)]:
-            try:
-                times = proc.cpu_times()
-                total += times.user + times.system + times.children_user + times.children_system
-            except psutil.NoSuchProcess:
-                pass
-    except psutil.NoSuchProcess:
-        pass
-    return total
-
-
 def _label(proc: psutil.Process) -> str:
     try:
         title = " ".join(proc.cmdline())
@@ -83,19 +67,26 @@ def _label(proc: psutil.Process) -> str:
 
 
 def cpu_by_process(pid: int) -> dict[int, tuple[str, float]]:
-    """CPU seconds of each process of the tree, by pid, with a readable label."""
+    """CPU seconds (user + system, with reaped children's) of each live process of the
+    tree, by pid, with a readable label."""
     out = {}
     try:
         root = psutil.Process(pid)
         for proc in [root, *root.children(recursive=True)]:
             try:
                 times = proc.cpu_times()
-                out[proc.pid] = (_label(proc), times.user + times.system)
+                out[proc.pid] = (_label(proc), times.user + times.system
+                                 + times.children_user + times.children_system)
             except psutil.NoSuchProcess:
                 pass
     except psutil.NoSuchProcess:
         pass
     return out
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and all its live descendants."""
+    return sum(cpu for _, cpu in cpu_by_process(pid).values())
 
 
 def wait_healthy(url: str, timeout: float = 180) -> None:
@@ -203,14 +194,14 @@ async def measure(name: str, mode: dict[str, Any], connections: int, duration: f
             latencies: list[float] = []
             client = psutil.Process()
             client_cpu0 = sum(client.cpu_times()[:2])
-            per0 = cpu_by_process(server.pid)
-            cpu1, t1 = tree_cpu(server.pid), time.monotonic()
+            per0, t1 = cpu_by_process(server.pid), time.monotonic()
+            cpu1 = sum(cpu for _, cpu in per0.values())
             stop_at = t1 + duration
             counts = await asyncio.gather(*[customer(ws_url, t, echo, stop_at, latencies)
                                             for t in tokens])
             elapsed = time.monotonic() - t1
-            busy = tree_cpu(server.pid) - cpu1
             per1 = cpu_by_process(server.pid)
+            busy = sum(cpu for _, cpu in per1.values()) - cpu1
             client_cpu = sum(client.cpu_times()[:2]) - client_cpu0
         finally:
             stop_server(server)

@@ -116,7 +116,7 @@ def send_message(conv: Conversation, cmd: ShardCommand, now: int, message_id: st
     after = dataclasses.replace(conv, last_seq=seq, updated_ts=now, awaiting_since=awaiting)
     state = {"last_seq": str(seq), "updated_ts": str(now)}
     if awaiting != conv.awaiting_since:
-        state["awaiting_since"] = after.to_state()["awaiting_since"]
+        state["awaiting_since"] = "" if awaiting is None else str(awaiting)
     commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame], state=state,
                          publish=_publish(conv.participants, [frame]),
                          dedupe=dedupe_field(cmd), dedupe_value=f"{seq}|{message_id}|{now}")

@@ -142,6 +142,15 @@ class GatewayCore:
         partition = await self.store.call("HGET", keys.agent_key(agent_id), "partition")
         return str(partition or DEFAULT_PARTITION)
 
+    async def agent_changed(self, agent_id: str) -> None:
+        """Tell every router (an agent may have moved between partitions) to reload the
+        agent. A router not told finds the change at its next reconcile."""
+        for partition in self.settings.partitions:
+            try:
+                await self.router_call("agent_updated", agent_id, partition=partition)
+            except Unavailable:
+                log.warning("router %s not told of agent %s's change", partition, agent_id)
+
     async def router_call(self, method: str, *args: Any,
                           partition: str = DEFAULT_PARTITION) -> Any:
         try:
@@ -171,9 +180,11 @@ class GatewayCore:
             raise Unavailable("could not open a conversation, try again")
         return str(current)
 
-    async def close_all(self, code: int) -> None:
+    async def restart_all(self) -> None:
+        """Close every connection with 1012 (reconnect and sync): this gateway is going."""
         for session in list(self.sessions):
-            session._close_soon(code)
+            session.restart()
+        # Give the writers a moment to send the close frames before the server stops.
         await asyncio.sleep(0.2)
 
 
@@ -254,8 +265,7 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
         fields = {"created_ts": str(int(time.time() * 1000)), "name": body.name or "",
                   "email": body.email or "", "skill": body.skill or "",
                   "inbox": body.inbox or "", "attributes": json.dumps(body.attributes or {})}
-        await core.store.call("HSET", keys.visitor_key(visitor_id),
-                              *[x for kv in fields.items() for x in kv])
+        await core.store.call("HSET", keys.visitor_key(visitor_id), *keys.hash_args(fields))
         token = core.tokens.issue(Principal(visitor_id, "customer"),
                                   settings.config.auth.visitor_token_ttl_s)
         return VisitorCreated(visitor_id=visitor_id, token=token)
@@ -276,12 +286,9 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
                   "partition": body.partition,
                   "created_ts": str(int(time.time() * 1000))}
         await core.store.pipeline([
-            ("HSET", keys.agent_key(agent_id), *[x for kv in fields.items() for x in kv]),
+            ("HSET", keys.agent_key(agent_id), *keys.hash_args(fields)),
             ("SADD", keys.AGENTS, agent_id)])
-        try:
-            await core.router(body.partition).agent_updated.remote(agent_id)
-        except (RayError, ValueError):
-            log.warning("router not told of new agent %s; it will find it", agent_id)
+        await core.agent_changed(agent_id)
         return AgentCreated(agent_id=agent_id)
 
     @app.patch("/v1/agents/{agent_id}", response_model=AgentInfo)
@@ -301,13 +308,8 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
             check_partition(body.partition)
             fields["partition"] = body.partition
         if fields:
-            await core.store.call("HSET", key, *[x for kv in fields.items() for x in kv])
-        for partition in settings.partitions:  # an agent may move between partitions
-            try:
-                await core.router_call("agent_updated", agent_id, partition=partition)
-            except Unavailable:
-                log.warning("router %s not told of agent %s's change; it reloads agents "
-                            "itself", partition, agent_id)
+            await core.store.call("HSET", key, *keys.hash_args(fields))
+        await core.agent_changed(agent_id)
         if body.presence is not None:
             await core.router_call("set_presence", agent_id, body.presence,
                                    partition=await core.agent_partition(agent_id))

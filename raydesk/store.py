@@ -81,6 +81,11 @@ def email_key(email: str) -> str:
     return f"rd:email:{email.strip().lower()}"
 
 
+def hash_args(fields: dict[str, str]) -> list[str]:
+    """``{"a": "1", "b": "2"}`` as HSET's arguments ``a 1 b 2``."""
+    return [item for pair in fields.items() for item in pair]
+
+
 def channel(participant_id: str) -> str:
     return f"rd:ev:{participant_id}"
 
@@ -143,7 +148,7 @@ class Commit:
         for command, key, *args in self.ops:
             keys.append(key)
             ops.append([command, len(keys), *[str(a) for a in args]])
-        state = [item for pair in self.state.items() for item in pair]
+        state = hash_args(self.state)
         payload = {
             "cid": self.cid, "expect": self.expect, "messages": self.messages,
             "state": state, "ops": ops, "publish": [list(p) for p in self.publish],

@@ -137,12 +137,14 @@ async def test_agent_back_within_grace_keeps_chats(api: Api, connect: Any, ws_ur
 
 async def test_vip_goes_first(api: Api, connect: Any, skill: str) -> None:
     """A visitor with the VIP attribute is served before ordinary visitors who came first."""
-    _, ordinary = await open_chat(api, connect, skill, "me first")
+    ordinary_ws, ordinary = await open_chat(api, connect, skill, "me first")
+    await ordinary_ws.expect_type("queue", conversation_id=ordinary, position=1)
     vip_ws, vip = await open_chat(api, connect, skill, "vip", attributes={"vip": "true"})
     await vip_ws.expect_type("queue", conversation_id=vip, position=1)
+    await ordinary_ws.expect_type("queue", conversation_id=ordinary, position=2)
     _, agent_ws = await online_agent(api, connect, [skill], max_chats=1)
     assert (await agent_ws.expect_type("assigned"))["conversation_id"] == vip
-    assert ordinary != vip
+    await ordinary_ws.expect_type("queue", conversation_id=ordinary, position=1)
 
 
 async def test_admin_changes_take_effect_at_once(api: Api, connect: Any, skill: str) -> None:
