@@ -20,8 +20,14 @@ import uvicorn
 from ray import serve
 from ray.serve import Application
 
+from models.base import FaqItem, Model
+from models.loader import load_model
+from raydesk import store as keys
+from raydesk.config import BotConfig
 from raydesk.gateway import create_app
-from raydesk.settings import Settings
+from raydesk.schema import FaqReplace, ModelChoice
+from raydesk.settings import ASSISTANT_DEPLOYMENT, Settings
+from raydesk.store import Store
 
 log = logging.getLogger("raydesk.gateway")
 
@@ -120,4 +126,92 @@ def gateway_app(settings: Settings) -> Application:
         else ProxiedGateway
     app: Application = deployment.options(
         num_replicas=settings.config.server.gateway_replicas).bind(settings)
+    return app
+
+
+@serve.deployment(
+    name=ASSISTANT_DEPLOYMENT,
+    max_ongoing_requests=1000,
+    health_check_period_s=10,
+    graceful_shutdown_timeout_s=10,
+    ray_actor_options={"num_cpus": 0},
+)
+class Assistant:
+    """The bot's model, behind Serve: many shards' questions batched into one encoder pass.
+
+    ``user_config`` (a :class:`ModelChoice`) says which model runs; changing it (``raydesk
+    model use``, ``serve deploy``) loads the new model and swaps it in. The FAQ comes from
+    the store: a replica re-indexes when the store's FAQ version moves.
+    """
+
+    def __init__(self, store_url: str, store_password: str | None, bot: BotConfig) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self._store = Store(store_url, store_password)
+        self._model: Model | None = None
+        self._choice: ModelChoice | None = None
+        self._faq_version: str | None = None
+        self._faq_count = 0
+        self._swap = asyncio.Lock()
+        self.analyze.set_max_batch_size(bot.max_batch_size)  # type: ignore[attr-defined]
+        self.analyze.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
+            bot.batch_wait_ms / 1000)
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        choice = ModelChoice.model_validate(user_config, strict=False)
+        async with self._swap:
+            try:
+                model = await asyncio.to_thread(load_model, choice.model, choice.version,
+                                                choice.options)
+                version, items = await self._faq()
+                await asyncio.to_thread(model.index_faq, items)
+            except Exception:
+                if self._model is None:
+                    raise  # the first model must load: fail the deployment loudly
+                log.exception("bot model %s %s failed to load; still serving %s",
+                              choice.model, choice.version, self._model.version)
+                return
+            self._model, self._choice = model, choice
+            self._faq_version, self._faq_count = version, len(items)
+        log.info("bot model %s (%s) serving, %d FAQ items", choice.version, choice.model,
+                 len(items))
+
+    async def _faq(self) -> tuple[str | None, list[FaqItem]]:
+        version, raw = await self._store.pipeline([("GET", keys.FAQ_VERSION),
+                                                   ("GET", keys.FAQ)])
+        if not raw:
+            return version, []
+        body = FaqReplace.model_validate_json(raw)
+        return version, [FaqItem(i.id, i.question, i.answer, tuple(i.alternates))
+                         for i in body.items]
+
+    async def reindex(self) -> int:
+        """Re-index the FAQ now if the store has a newer one; the number of items."""
+        if await self._store.call("GET", keys.FAQ_VERSION) != self._faq_version:
+            async with self._swap:
+                version, items = await self._faq()
+                if version != self._faq_version and self._model is not None:
+                    await asyncio.to_thread(self._model.index_faq, items)
+                    self._faq_version, self._faq_count = version, len(items)
+        return self._faq_count
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def analyze(self, texts: list[str]) -> list[dict[str, Any]]:
+        await self.reindex()
+        model = self._model
+        assert model is not None
+        analyses = await asyncio.to_thread(model.analyze, texts)
+        return [{**a.to_dict(), "model_version": model.version} for a in analyses]
+
+    async def status(self) -> dict[str, Any]:
+        choice = self._choice.model_dump() if self._choice else None
+        return {"model": choice, "faq_items": self._faq_count,
+                "faq_version": self._faq_version}
+
+
+def assistant_app(settings: Settings, choice: ModelChoice) -> Application:
+    bot = settings.config.bot
+    deployment: Any = Assistant
+    app: Application = deployment.options(
+        num_replicas=bot.replicas, user_config=choice.model_dump()).bind(
+        settings.store_url, settings.store_password, bot)
     return app

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -64,9 +65,10 @@ class Router:
         self._offline_since: dict[str, float] = {}
         # Presence set by an admin over REST, until the agent sets its own.
         self._overrides: dict[str, str] = {}
-        # Presence is unknown until every gateway has renewed its lease once: offline
-        # timers of a restarted router count from then, not from its start.
-        self._presence_known_at = time.monotonic() + 3 * self._routing.presence_lease_s
+        # Presence is unknown until the gateways report: offline timers of a restarted
+        # router count from a lease period after the first gateway's lease, not from the
+        # router's start (a whole-server restart may take a while to bring gateways up).
+        self._presence_known_at = math.inf
         self._customers: dict[str, str] = {}
         self._told_positions: dict[str, int] = {}
         # gateway id -> (lease expiry, {agent id: presence})
@@ -142,6 +144,8 @@ class Router:
             if chosen_by is not None:
                 self._overrides.pop(chosen_by, None)
             self._leases[gateway_id] = (time.monotonic() + 3 * lease_s, statuses)
+            if self._presence_known_at == math.inf:
+                self._presence_known_at = time.monotonic() + 2 * lease_s
             for agent_id in statuses:
                 if agent_id not in self._agents and agent_id not in self._foreign:
                     await self._load_agent(agent_id)
@@ -277,8 +281,7 @@ class Router:
                 self._offline_since.pop(slot.agent_id, None)
             elif slot.load > 0:
                 # Also after a router restart: a gone agent's chats are not left waiting.
-                self._offline_since.setdefault(slot.agent_id,
-                                               max(now, self._presence_known_at))
+                self._offline_since.setdefault(slot.agent_id, now)
             slot.presence = presence
 
     def _enqueue(self, cid: str, state: dict[str, str], ts: int) -> None:
@@ -377,6 +380,7 @@ class Router:
         grace = self._routing.offline_grace_s
         now = time.monotonic()
         for agent_id, since in list(self._offline_since.items()):
+            since = max(since, self._presence_known_at)
             if now - since < grace:
                 continue
             del self._offline_since[agent_id]

@@ -20,17 +20,21 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ray
+from ray import serve
 
+from models.base import Analysis
+from models.policy import FallbackPolicy, wants_human
 from raydesk import decide
 from raydesk import store as keys
 from raydesk.conversation import Conversation, Status
 from raydesk.errors import NotFound, RaydeskError, Unavailable
 from raydesk.routing import priority_for
-from raydesk.schema import ShardCommand
-from raydesk.settings import Settings
+from raydesk.schema import Message, ShardCommand
+from raydesk.settings import ASSISTANT_APP, ASSISTANT_DEPLOYMENT, Settings
 from raydesk.store import Store
 
 log = logging.getLogger("raydesk.shard")
@@ -61,6 +65,13 @@ class ConversationShard:
         self._mailboxes: dict[str, asyncio.Lock] = {}
         self._waiting: dict[str, int] = {}
         self._routers: dict[str, Any] = {}
+        bot = settings.config.bot
+        self._policy = FallbackPolicy(threshold=bot.threshold, handoff_below=bot.handoff_below,
+                                      max_unanswered=bot.max_unanswered,
+                                      intent_skills=bot.intent_skills)
+        self._assistant: Any = None
+        # The newest bot turn of each conversation: the next one waits for it (order).
+        self._bot_turns: dict[str, asyncio.Task[None]] = {}
         log.info("shard %s started", name)
 
     async def ready(self) -> str:
@@ -72,23 +83,27 @@ class ConversationShard:
         return list(await asyncio.gather(*tasks))
 
     async def _run(self, cmd: ShardCommand) -> Any:
-        cid = cmd.conversation_id
+        return await self._in_mailbox(cmd.conversation_id, lambda: self._dispatch(cmd),
+                                      f"{cmd.kind} by {cmd.actor_id}")
+
+    async def _in_mailbox(self, cid: str, work: Callable[[], Awaitable[Any]],
+                          what: str) -> Any:
+        """Run ``work`` on the conversation alone (FIFO); errors become results."""
         mailbox = self._mailboxes.setdefault(cid, asyncio.Lock())
         self._waiting[cid] = self._waiting.get(cid, 0) + 1
         try:
             async with mailbox:
                 try:
-                    return await self._dispatch(cmd)
+                    return await work()
                 except StaleState:
                     self._active.pop(cid, None)
-                    return await self._dispatch(cmd)
+                    return await work()
         except RaydeskError as exc:
             return exc
         except StaleState:
             return Unavailable("the conversation is busy, try again")
         except Exception:
-            log.exception("shard %s: %s on conversation %s by %s failed", self._name,
-                          cmd.kind, cid, cmd.actor_id)
+            log.exception("shard %s: %s on conversation %s failed", self._name, what, cid)
             return Unavailable("internal error")
         finally:
             self._waiting[cid] -= 1
@@ -131,7 +146,8 @@ class ConversationShard:
                 raise NotFound(f"conversation {cmd.conversation_id} not found")
             skill, priority = self._routing_needs(visitor)
             decision = decide.open_conversation(
-                cmd, visitor, now, [new_message_id() for _ in range(3)], skill, priority)
+                cmd, visitor, now, [new_message_id() for _ in range(3)], skill, priority,
+                bot=self._settings.config.bot.takes(visitor.get("inbox") or None))
         elif cmd.kind == "send":
             if conv.status is Status.CLOSED:
                 # A resend of a message stored before the close gets its original ack.
@@ -166,13 +182,77 @@ class ConversationShard:
                 log.warning("shard %s: conversation %s seq moved to %s, reloading",
                             self._name, cmd.conversation_id, result.value)
                 raise StaleState()
+        await self._committed(decision)
+        if cmd.kind == "send" and decision.conversation.status is Status.BOT:
+            self._bot_turn_after(decision)
+        return decision.reply
+
+    async def _committed(self, decision: decide.Decision) -> None:
+        """Keep the state the store now has, and tell the router what it must hear."""
         self._remember(decision.conversation)
         if decision.router:
             partition = self._settings.config.routing.partition_of(
                 decision.conversation.inbox)
             for method, args in decision.router:
                 self._tell_router(partition, method, *args)
-        return decision.reply
+
+    # --- the bot ------------------------------------------------------------------------
+
+    def _bot_turn_after(self, decision: decide.Decision) -> None:
+        """Schedule the bot's turn on the customer message just stored; turns of one
+        conversation run in order, and never hold its mailbox while the model thinks."""
+        assert decision.commit is not None
+        question = Message.model_validate_json(decision.commit.messages[-1])
+        cid = question.conversation_id
+        task = asyncio.ensure_future(self._bot_turn(question, self._bot_turns.get(cid)))
+        self._bot_turns[cid] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._bot_turns.get(cid) is done:
+                del self._bot_turns[cid]
+
+        task.add_done_callback(forget)
+
+    async def _bot_turn(self, question: Message, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        analysis = None if wants_human(question.text) else await self._analyze(question.text)
+        version = analysis.get("model_version") if analysis else None
+
+        async def commit() -> None:
+            conv = await self._load(question.conversation_id)
+            if conv is None or conv.status is not Status.BOT:
+                return  # handed off or closed meanwhile: the bot stays silent
+            turn = self._policy.decide(question.text,
+                                       Analysis.from_dict(analysis) if analysis else None,
+                                       conv.unanswered)
+            decision = decide.bot_turn(conv, turn, question, _now_ms(),
+                                       [new_message_id(), new_message_id()], version)
+            assert decision.commit is not None
+            result = await self._store.commit(decision.commit)
+            if result.outcome == "stale":
+                raise StaleState()
+            await self._committed(decision)
+
+        result = await self._in_mailbox(question.conversation_id, commit, "bot turn")
+        if isinstance(result, Exception):
+            log.warning("shard %s: the bot's turn on %s failed: %s", self._name,
+                        question.conversation_id, result)
+
+    async def _analyze(self, text: str) -> dict[str, Any] | None:
+        """The model's analysis, or None if it is unavailable or too slow (hand off)."""
+        try:
+            if self._assistant is None:
+                self._assistant = serve.get_deployment_handle(ASSISTANT_DEPLOYMENT,
+                                                              app_name=ASSISTANT_APP)
+            response = self._assistant.analyze.remote(text)
+            result: dict[str, Any] = await asyncio.wait_for(
+                response, self._settings.config.bot.timeout_s)
+            return result
+        except Exception as exc:
+            log.warning("shard %s: the bot model is unavailable (%s): handing off",
+                        self._name, type(exc).__name__)
+            return None
 
     def _routing_needs(self, visitor: dict[str, str]) -> tuple[str | None, int]:
         """The skill and queue priority a visitor's new conversation gets."""

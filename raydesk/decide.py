@@ -14,10 +14,20 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.policy import Turn
 from raydesk import store as keys
 from raydesk.conversation import Conversation, Status
 from raydesk.errors import BadRequest, Conflict, Forbidden, NotFound
-from raydesk.schema import Assigned, Message, ReadEvent, Sender, ShardCommand, TypingEvent, dump
+from raydesk.schema import (
+    Assigned,
+    BotInfo,
+    Message,
+    ReadEvent,
+    Sender,
+    ShardCommand,
+    TypingEvent,
+    dump,
+)
 
 
 class ConversationClosed(Conflict):
@@ -63,31 +73,92 @@ def ack_from_dedupe(cmd: ShardCommand, value: str) -> dict[str, Any]:
 
 def open_conversation(cmd: ShardCommand, visitor: dict[str, str], now: int,
                       ids: list[str], skill: str | None = None,
-                      priority: int = 0) -> Decision:
-    """A customer's first message: the conversation opens, queues, and holds the message.
+                      priority: int = 0, bot: bool = False) -> Decision:
+    """A customer's first message: the conversation opens and holds the message.
 
-    Seqs: 1 ``opened``, 2 the customer's message, 3 ``queued``. ``skill`` and ``priority``
-    are the routing needs the shard worked out from the visitor and the config.
+    Seqs: 1 ``opened``, 2 the customer's message, then (without the bot) 3 ``queued``.
+    With the bot the conversation stays in ``bot`` status and the bot's turn follows.
+    ``skill`` and ``priority`` are the routing needs the shard worked out from the visitor
+    and the config.
     """
-    conv = Conversation(id=cmd.conversation_id, customer=cmd.actor_id, status=Status.QUEUED,
+    status = Status.BOT if bot else Status.QUEUED
+    conv = Conversation(id=cmd.conversation_id, customer=cmd.actor_id, status=status,
                         skill=skill, inbox=visitor.get("inbox") or None,
                         created_ts=now, updated_ts=now, priority=priority)
-    opened = _system(conv, 1, ids[0], now, "opened", "Conversation opened", status="queued")
+    opened = _system(conv, 1, ids[0], now, "opened", "Conversation opened",
+                     status=status.value)
     decision = send_message(conv, cmd, now, ids[1], base_seq=1)
-    queued = _system(conv, 3, ids[2], now, "queued", "Waiting for an agent",
-                     skill=conv.skill)
     assert decision.commit is not None
     commit = decision.commit
     commit.expect = 0
-    commit.messages = [opened.to_json(), *commit.messages, queued.to_json()]
+    commit.messages = [opened.to_json(), *commit.messages]
+    commit.ops += [("ZADD", keys.visitor_convs_key(conv.customer), now, conv.id)]
+    after = dataclasses.replace(decision.conversation, last_seq=2)
+    if not bot:
+        queued = _system(conv, 3, ids[2], now, "queued", "Waiting for an agent",
+                         skill=conv.skill)
+        commit.messages.append(queued.to_json())
+        commit.ops.append(("ZADD", keys.QUEUE, now, conv.id))
+        after = dataclasses.replace(after, last_seq=3)
+        decision.router.append(("enqueued", (conv.id, conv.skill, now)))
     commit.publish = _publish(conv.participants, commit.messages)
-    after = dataclasses.replace(decision.conversation, last_seq=3)
     commit.state = after.to_state()
-    commit.ops += [("ZADD", keys.QUEUE, now, conv.id),
-                   ("ZADD", keys.visitor_convs_key(conv.customer), now, conv.id)]
     decision.conversation = after
-    decision.router.append(("enqueued", (conv.id, conv.skill, now)))
     return decision
+
+
+def bot_turn(conv: Conversation, turn: Turn, question: Message, now: int, ids: list[str],
+             model_version: str | None) -> Decision:
+    """The bot's turn on the customer's ``question``: a bot message (an answer or a request
+    to rephrase), or a hand-off (``handoff`` then ``queued``) to the agents' queue.
+
+    A question the bot did not answer is kept (with the model's guess) until the first
+    human answer that follows is linked to it: the training data of the next model.
+    """
+    if conv.status is not Status.BOT:
+        raise Conflict(f"conversation {conv.id} is {conv.status.value}, not with the bot")
+    seq = conv.last_seq + 1
+    ops: list[tuple[Any, ...]] = []
+    open_questions = conv.open_questions
+    if turn.unanswered:
+        key = keys.question_key(conv.id, question.seq)
+        record = {"conversation_id": conv.id, "seq": question.seq,
+                  "message_id": question.message_id, "text": question.text,
+                  "ts": question.ts, "inbox": conv.inbox, "action": turn.action,
+                  "reason": turn.reason, "intent": turn.intent, "faq_id": turn.faq_id,
+                  "confidence": turn.confidence, "model_version": model_version}
+        ops += [("ZADD", keys.UNANSWERED, now, key),
+                ("HSET", keys.UNANSWERED_QUESTIONS, key, json.dumps(record))]
+        open_questions = (*open_questions, question.seq)
+    if turn.action != "handoff":
+        unanswered = 0 if turn.action == "answer" else conv.unanswered + 1
+        frame = Message(conversation_id=conv.id, seq=seq, message_id=ids[0],
+                        sender=Sender(role="bot", id="bot"), text=turn.text, ts=now,
+                        bot=BotInfo(intent=turn.intent, faq_id=turn.faq_id,
+                                    confidence=turn.confidence,
+                                    model_version=model_version)).to_json()
+        after = dataclasses.replace(conv, last_seq=seq, updated_ts=now, unanswered=unanswered,
+                                    open_questions=open_questions)
+        commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame],
+                             state=after.to_state(), ops=ops,
+                             publish=_publish(conv.participants, [frame]))
+        return Decision(after, commit, {"type": "ok", "last_seq": seq})
+    skill = turn.skill or conv.skill
+    details = {k: v for k, v in (("reason", turn.reason), ("intent", turn.intent),
+                                 ("confidence", turn.confidence),
+                                 ("model_version", model_version)) if v is not None}
+    handoff = _system(conv, seq, ids[0], now, "handoff", "Connecting you to an agent",
+                      **details).to_json()
+    queued = _system(conv, seq + 1, ids[1], now, "queued", "Waiting for an agent",
+                     skill=skill).to_json()
+    after = dataclasses.replace(conv, status=Status.QUEUED, skill=skill, last_seq=seq + 1,
+                                updated_ts=now, unanswered=0, open_questions=open_questions)
+    ops.append(("ZADD", keys.QUEUE, now, conv.id))
+    commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[handoff, queued],
+                         state=after.to_state(), ops=ops,
+                         publish=_publish(conv.participants, [handoff, queued]))
+    return Decision(after, commit, {"type": "ok", "last_seq": seq + 1},
+                    router=[("enqueued", (conv.id, skill, now))])
 
 
 def send_message(conv: Conversation, cmd: ShardCommand, now: int, message_id: str,
@@ -117,7 +188,17 @@ def send_message(conv: Conversation, cmd: ShardCommand, now: int, message_id: st
     state = {"last_seq": str(seq), "updated_ts": str(now)}
     if awaiting != conv.awaiting_since:
         state["awaiting_since"] = "" if awaiting is None else str(awaiting)
+    ops: list[tuple[Any, ...]] = []
+    if cmd.actor_role != "customer" and conv.open_questions:
+        # The first human answer after questions the bot could not answer: link them.
+        answer = json.dumps({"seq": seq, "message_id": message_id, "text": cmd.text,
+                             "agent_id": cmd.actor_id, "ts": now})
+        ops = [("HSET", keys.UNANSWERED_ANSWERS, keys.question_key(conv.id, q), answer)
+               for q in conv.open_questions]
+        after = dataclasses.replace(after, open_questions=())
+        state["open_questions"] = ""
     commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame], state=state,
+                         ops=ops,
                          publish=_publish(conv.participants, [frame]),
                          dedupe=dedupe_field(cmd), dedupe_value=f"{seq}|{message_id}|{now}")
     reply = {"type": "ack", "client_msg_id": cmd.client_msg_id, "conversation_id": conv.id,

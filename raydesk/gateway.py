@@ -15,7 +15,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import ray
-from fastapi import Depends, FastAPI, Header, Query, Request, WebSocket
+from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ray.exceptions import RayError, RayTaskError
@@ -23,7 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raydesk import __version__
 from raydesk import store as keys
-from raydesk.auth import Principal, Tokens, hash_password, verify_password
+from raydesk.auth import Bearer, Principal, Tokens, hash_password, verify_password
+from raydesk.bot_admin import add_bot_routes
 from raydesk.config import DEFAULT_PARTITION
 from raydesk.conversation import Conversation
 from raydesk.errors import (
@@ -44,8 +45,6 @@ from raydesk.schema import (
     AgentUpdate,
     ConversationInfo,
     ConversationPage,
-    FaqReplace,
-    FaqReplaced,
     Login,
     LoginResult,
     MessagePage,
@@ -198,18 +197,6 @@ def agent_info(agent_id: str, fields: dict[str, str]) -> AgentInfo:
                      skills=json.loads(fields.get("skills") or "[]"),
                      max_chats=int(fields["max_chats"]),
                      partition=fields.get("partition") or DEFAULT_PARTITION)
-
-
-def _bearer(authorization: Annotated[str | None, Header()] = None) -> str | None:
-    if authorization is None:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("Authorization must be 'Bearer <token>'")
-    return token.strip()
-
-
-Bearer = Annotated[str | None, Depends(_bearer)]
 
 
 def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
@@ -374,14 +361,7 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
                 updated_ts=int(state.get("updated_ts", 0))))
         return ConversationPage(conversations=infos, cursor=cursor)
 
-    @app.put("/v1/faq", response_model=FaqReplaced)
-    async def replace_faq(body: FaqReplace, token: Bearer) -> FaqReplaced:
-        core.tokens.require_admin(token)
-        ids = [item.id for item in body.items]
-        if len(set(ids)) != len(ids):
-            raise BadRequest("items: ids must be unique")
-        await core.store.call("SET", keys.FAQ, body.model_dump_json())
-        return FaqReplaced(count=len(body.items))
+    add_bot_routes(app, core)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

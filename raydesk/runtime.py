@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+import redis
 from ray import serve
 
+from raydesk import store as keys
 from raydesk.auth import Secrets, load_or_create_secrets
 from raydesk.config import Config
 from raydesk.embedded_store import EmbeddedValkey
-from raydesk.settings import Settings
+from raydesk.schema import ModelChoice
+from raydesk.settings import ASSISTANT_APP, Settings
 
 log = logging.getLogger("raydesk.runtime")
 
@@ -81,7 +84,7 @@ class Runtime:
                                  admin_token=self.secrets.admin_token,
                                  shard_count=shard_count(config))
         self._start_actors(self.settings)
-        from serve_app import gateway_app
+        from serve_app import assistant_app, gateway_app
 
         server = config.server
         if server.ingress == "reuseport":
@@ -92,9 +95,20 @@ class Runtime:
             serve.start(proxy_location="HeadOnly",
                         http_options={"host": server.host, "port": server.port})
             route_prefix = "/"
+        if config.bot.enabled:
+            # Deployed first but not waited for: the model loads while the gateways start,
+            # and the first questions wait in Serve's handle until it is ready.
+            choice = chosen_model(self.settings)
+            log.info("loading the bot model %s (%s)", choice.version, choice.model)
+            serve.run_many([serve.RunTarget(assistant_app(self.settings, choice),
+                                            name=ASSISTANT_APP, route_prefix=None)],
+                           wait_for_ingress_deployment_creation=False,
+                           wait_for_applications_running=False)
         serve.run(gateway_app(self.settings), name=APP_NAME, route_prefix=route_prefix,
                   blocking=False)
         wait_healthy(self.url, timeout)
+        if config.bot.enabled:
+            wait_running(ASSISTANT_APP, timeout)
         return self.settings
 
     def _start_actors(self, settings: Settings) -> None:
@@ -117,10 +131,11 @@ class Runtime:
     def stop(self, keep_ray: bool = False) -> None:
         """Stop gateways first (clients get 1012), then actors, then the store; then Ray,
         if this runtime started it and ``keep_ray`` is false."""
-        try:
-            serve.delete(APP_NAME)
-        except Exception:
-            log.exception("stopping the gateways failed")
+        for app in (APP_NAME, ASSISTANT_APP):
+            try:
+                serve.delete(app)
+            except Exception:
+                log.exception("stopping the Serve application %s failed", app)
         for actor in self.actors:
             try:
                 ray.kill(actor, no_restart=True)
@@ -134,6 +149,35 @@ class Runtime:
             serve.shutdown()
             ray.shutdown()
             self.started_ray = False
+
+
+def chosen_model(settings: Settings) -> ModelChoice:
+    """The model an admin chose last (``raydesk model use``), else the config's."""
+    client = redis.Redis.from_url(settings.store_url, password=settings.store_password,
+                                  decode_responses=True)
+    try:
+        stored = client.get(keys.BOT_MODEL)
+    finally:
+        client.close()
+    if stored:
+        try:
+            return ModelChoice.model_validate_json(str(stored))
+        except ValueError:
+            log.warning("the stored bot model choice is unreadable; using the config's")
+    return ModelChoice.model_validate(settings.config.bot.user_config(), strict=False)
+
+
+def wait_running(app: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = serve.status().applications.get(app)
+        if status is not None and status.status == "RUNNING":
+            return
+        if status is not None and status.status == "DEPLOY_FAILED":
+            raise RuntimeError(f"the Serve application {app} failed: {status.message}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Serve application {app} is not running after {timeout} s")
+        time.sleep(0.2)
 
 
 def wait_healthy(url: str, timeout: float) -> None:

@@ -394,3 +394,54 @@ class FaqReplace(_Body):
 
 class FaqReplaced(_Body):
     count: int
+    # False: stored, but the bot could not re-index yet (it will on its next question).
+    indexed: bool = True
+
+
+class ModelChoice(_Body):
+    """Which bot model runs: the Assistant deployment's ``user_config``, and the body of
+    ``PUT /v1/bot/model``. ``model`` is a builder's import path ("module:function") or a
+    model directory holding a ``model.yaml``."""
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:+-]{1,64}$")]
+    options: dict[str, Any] = {}
+
+
+class BotStatus(_Body):
+    enabled: bool
+    model: ModelChoice | None = None
+    faq_items: int | None = None
+
+
+class HumanAnswer(_Body):
+    seq: int
+    message_id: str
+    text: str
+    agent_id: str
+    ts: int
+
+
+class UnansweredQuestion(_Body):
+    """A question the bot did not answer, with its guess and the human answer after it."""
+
+    conversation_id: str
+    seq: int
+    message_id: str
+    text: str
+    ts: int
+    inbox: str | None = None
+    action: str
+    reason: str | None = None
+    intent: str | None = None
+    faq_id: str | None = None
+    confidence: float
+    model_version: str | None = None
+    answer: HumanAnswer | None = None
+
+
+class UnansweredPage(_Body):
+    questions: list[UnansweredQuestion]
+    # Pass as ``offset`` for the next page; equal to the total when this was the last.
+    next_offset: int
+    total: int

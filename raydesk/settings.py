@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from raydesk.config import DEFAULT_PARTITION, Config
 from raydesk.placement import shard_name
 
+# The Serve application of the bot's model (the gateway's is "raydesk"): separate, so a
+# model swap redeploys it alone and never touches a gateway or its WebSockets.
+ASSISTANT_APP = "raydesk-bot"
+ASSISTANT_DEPLOYMENT = "Assistant"
+
 
 @dataclass(frozen=True)
 class Settings:

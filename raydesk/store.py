@@ -43,6 +43,19 @@ CHANGES_COUNTER = "rd:changes:n"
 QUEUE = "rd:queue"
 AGENTS = "rd:agents"
 FAQ = "rd:faq"
+# Bumped by every FAQ replacement: Assistant replicas re-index when it moves.
+FAQ_VERSION = "rd:faq:v"
+# The model an admin chose last (JSON user_config); a restart keeps it.
+BOT_MODEL = "rd:bot:model"
+# Questions the bot did not answer: "cid:seq" by time; the question (JSON) by "cid:seq";
+# the first human answer that followed it (JSON) by "cid:seq".
+UNANSWERED = "rd:unanswered"
+UNANSWERED_QUESTIONS = "rd:unanswered:q"
+UNANSWERED_ANSWERS = "rd:unanswered:a"
+
+
+def question_key(cid: str, seq: int) -> str:
+    return f"{cid}:{seq}"
 
 
 def log_key(cid: str) -> str:
@@ -236,10 +249,11 @@ class Store:
         except RedisError as exc:
             raise _store_errors(exc) from exc
 
-    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Run several commands in one round trip (not atomic)."""
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]],
+                       atomic: bool = False) -> list[Any]:
+        """Run several commands in one round trip; ``atomic``: as one MULTI/EXEC."""
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self.redis.pipeline(transaction=atomic) as pipe:
                 for command in commands:
                     pipe.execute_command(*command)
                 return list(await pipe.execute())

