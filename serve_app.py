@@ -132,6 +132,9 @@ def gateway_app(settings: Settings) -> Application:
 @serve.deployment(
     name=ASSISTANT_DEPLOYMENT,
     max_ongoing_requests=1000,
+    # A rollout starts the new replicas first: the old model answers until the new one
+    # has loaded (Serve's default stops the old replica first, leaving no model).
+    max_surge_percent=100,
     health_check_period_s=10,
     graceful_shutdown_timeout_s=10,
     ray_actor_options={"num_cpus": 0},
@@ -174,6 +177,20 @@ class Assistant:
             self._faq_version, self._faq_count = version, len(items)
         log.info("bot model %s (%s) serving, %d FAQ items", choice.version, choice.model,
                  len(items))
+
+    async def check(self, user_config: dict[str, Any]) -> str | None:
+        """Build a model the way a rollout would, beside the one serving, and index the
+        FAQ with it: None if that works, else what went wrong (the rollout is refused)."""
+        try:
+            choice = ModelChoice.model_validate(user_config, strict=False)
+            model = await asyncio.to_thread(load_model, choice.model, choice.version,
+                                            choice.options)
+            _, items = await self._faq()
+            await asyncio.to_thread(model.index_faq, items)
+            await asyncio.to_thread(model.analyze, ["hello"])
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     async def _faq(self) -> tuple[str | None, list[FaqItem]]:
         version, raw = await self._store.pipeline([("GET", keys.FAQ_VERSION),

@@ -15,6 +15,8 @@ send safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
 import time
@@ -32,6 +34,7 @@ from raydesk import decide
 from raydesk import store as keys
 from raydesk.conversation import Conversation, Status
 from raydesk.errors import NotFound, RaydeskError, Unavailable
+from raydesk.placement import shard_for
 from raydesk.routing import priority_for
 from raydesk.schema import Message, ShardCommand
 from raydesk.settings import ASSISTANT_APP, ASSISTANT_DEPLOYMENT, Settings
@@ -41,6 +44,8 @@ log = logging.getLogger("raydesk.shard")
 
 # Conversation state is a few hundred bytes; 50k active is ~25 MB per shard.
 ACTIVE_LIMIT = 50_000
+# How often a shard looks for bot turns a dead instance owed.
+RECOVERY_EVERY_S = 5.0
 
 
 class StaleState(Exception):
@@ -72,13 +77,23 @@ class ConversationShard:
         self._assistant: Any = None
         # The newest bot turn of each conversation: the next one waits for it (order).
         self._bot_turns: dict[str, asyncio.Task[None]] = {}
+        self._recovery: asyncio.Task[None] | None = None
+        # Also right after a restart, when no caller may come to this shard for a while.
+        with contextlib.suppress(RuntimeError):  # no running loop: started on first call
+            self._start_background()
         log.info("shard %s started", name)
 
     async def ready(self) -> str:
+        self._start_background()
         return self._name
+
+    def _start_background(self) -> None:
+        if self._recovery is None and self._settings.config.bot.enabled:
+            self._recovery = asyncio.ensure_future(self._recover_bot_turns())
 
     async def handle(self, commands: list[ShardCommand]) -> list[Any]:
         """Run a batch of commands; one result per command (a reply dict or an error)."""
+        self._start_background()
         tasks = [asyncio.ensure_future(self._run(cmd)) for cmd in commands]
         return list(await asyncio.gather(*tasks))
 
@@ -202,7 +217,9 @@ class ConversationShard:
         """Schedule the bot's turn on the customer message just stored; turns of one
         conversation run in order, and never hold its mailbox while the model thinks."""
         assert decision.commit is not None
-        question = Message.model_validate_json(decision.commit.messages[-1])
+        self._schedule_bot_turn(Message.model_validate_json(decision.commit.messages[-1]))
+
+    def _schedule_bot_turn(self, question: Message) -> None:
         cid = question.conversation_id
         task = asyncio.ensure_future(self._bot_turn(question, self._bot_turns.get(cid)))
         self._bot_turns[cid] = task
@@ -238,6 +255,35 @@ class ConversationShard:
         if isinstance(result, Exception):
             log.warning("shard %s: the bot's turn on %s failed: %s", self._name,
                         question.conversation_id, result)
+
+    async def _recover_bot_turns(self) -> None:
+        """Take the bot turns that a dead shard instance owed (its customers would wait
+        for ever otherwise): conversations in the store's due set for longer than a turn
+        may take, that this shard owns and is not already answering."""
+        overdue_s = self._settings.config.bot.timeout_s + RECOVERY_EVERY_S
+        while True:
+            await asyncio.sleep(RECOVERY_EVERY_S)
+            try:
+                cutoff = _now_ms() - int(overdue_s * 1000)
+                due = await self._store.call("ZRANGEBYSCORE", keys.BOT_DUE, "-inf", cutoff,
+                                             "LIMIT", 0, 500)
+                for cid in due:
+                    if cid not in self._bot_turns and \
+                            shard_for(cid, self._settings.shard_names) == self._name:
+                        await self._in_mailbox(cid, functools.partial(self._resume_bot, cid),
+                                               "bot turn recovery")
+            except Exception:
+                log.exception("shard %s: recovering bot turns failed", self._name)
+
+    async def _resume_bot(self, cid: str) -> None:
+        conv = await self._load(cid)
+        if conv is None or conv.status is not Status.BOT or not conv.bot_due:
+            await self._store.call("ZREM", keys.BOT_DUE, cid)
+            return
+        [frame] = await self._store.messages(cid, conv.bot_due - 1, 1)
+        log.warning("shard %s: taking the bot turn owed on %s seq %d", self._name, cid,
+                    conv.bot_due)
+        self._schedule_bot_turn(Message.model_validate_json(frame))
 
     async def _analyze(self, text: str) -> dict[str, Any] | None:
         """The model's analysis, or None if it is unavailable or too slow (hand off)."""

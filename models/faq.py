@@ -20,67 +20,72 @@ Match = tuple[str | None, str | None, float]
 
 
 class _FAQ:
+    """Re-indexing builds everything anew and swaps it in with one assignment, so a
+    batch answering meanwhile sees the old index or the new one, never a mix."""
+
     def __init__(self) -> None:
-        self._items: list[FaqItem] = []
-        self._owner: list[int] = []  # key row -> item index
+        # The items, which item each key row belongs to, and the index of the keys.
+        self._indexed: tuple[list[FaqItem], list[int], Any] = ([], [], None)
         self._floor, self._full = 0.0, 1.0
 
-    def _keys(self, items: Sequence[FaqItem]) -> list[str]:
-        self._items = list(items)
-        self._owner = [i for i, item in enumerate(self._items) for _ in item.keys]
-        return [key for item in self._items for key in item.keys]
+    @staticmethod
+    def _keys(items: Sequence[FaqItem]) -> tuple[list[FaqItem], list[int], list[str]]:
+        items = list(items)
+        owner = [i for i, item in enumerate(items) for _ in item.keys]
+        return items, owner, [key for item in items for key in item.keys]
 
-    def _results(self, scores: Any, rows: Any) -> list[Match]:
+    def _results(self, indexed: tuple[list[FaqItem], list[int], Any], scores: Any,
+                 rows: Any) -> list[Match]:
+        items, owner, _ = indexed
         out: list[Match] = []
         for score, row in zip(scores, rows, strict=True):
             if row < 0:
                 out.append((None, None, 0.0))
                 continue
-            item = self._items[self._owner[int(row)]]
+            item = items[owner[int(row)]]
             confidence = float(rescale(float(score), self._floor, self._full))
             out.append((item.id, item.answer, confidence))
         return out
 
 
 class VectorFAQ(_FAQ):
-    def __init__(self) -> None:
-        super().__init__()
-        self._index: Any = None
-
     def index(self, items: Sequence[FaqItem], encoder: Encoder | None) -> None:
         import faiss
 
         if encoder is None:
             raise ValueError("VectorFAQ needs an encoder")
-        keys = self._keys(items)
+        items, owner, keys = self._keys(items)
         self._floor, self._full = calibration(encoder)
-        self._index = None
+        index = None
         if keys:
             vectors = encoder.encode(keys)
-            self._index = faiss.IndexFlatIP(vectors.shape[1])
-            self._index.add(vectors)
+            index = faiss.IndexFlatIP(vectors.shape[1])
+            index.add(vectors)
+        self._indexed = (items, owner, index)
 
     def best_match_many(self, batch: Batch) -> list[Match]:
-        if self._index is None or not batch.texts:
+        indexed = self._indexed
+        if indexed[2] is None or not batch.texts:
             return [(None, None, 0.0) for _ in batch.texts]
-        scores, rows = self._index.search(batch.vectors, 1)
-        return self._results(scores[:, 0], rows[:, 0])
+        scores, rows = indexed[2].search(batch.vectors, 1)
+        return self._results(indexed, scores[:, 0], rows[:, 0])
 
 
 class KeywordFAQ(_FAQ):
-    def __init__(self) -> None:
-        super().__init__()
-        self._vectorizer = tfidf()
-        self._matrix: Any = None
-
     def index(self, items: Sequence[FaqItem], encoder: Encoder | None) -> None:
-        keys = self._keys(items)
+        items, owner, keys = self._keys(items)
         self._floor, self._full = calibration(None)
-        self._matrix = self._vectorizer.fit_transform(keys) if keys else None
+        index = None
+        if keys:
+            vectorizer = tfidf()
+            index = (vectorizer, vectorizer.fit_transform(keys))
+        self._indexed = (items, owner, index)
 
     def best_match_many(self, batch: Batch) -> list[Match]:
-        if self._matrix is None or not batch.texts:
+        indexed = self._indexed
+        if indexed[2] is None or not batch.texts:
             return [(None, None, 0.0) for _ in batch.texts]
-        similarities = (self._vectorizer.transform(batch.texts) @ self._matrix.T).toarray()
+        vectorizer, matrix = indexed[2]
+        similarities = (vectorizer.transform(batch.texts) @ matrix.T).toarray()
         rows = similarities.argmax(axis=1)
-        return self._results(similarities[np.arange(len(rows)), rows], rows)
+        return self._results(indexed, similarities[np.arange(len(rows)), rows], rows)

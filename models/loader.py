@@ -53,7 +53,10 @@ def resolve(model: str, options: dict[str, Any]) -> tuple[Builder, dict[str, Any
         raise ValueError(f"model: {spec_path} is not valid YAML: {exc}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("builder"), str):
         raise ValueError(f"model: {spec_path} needs a 'builder: module:function' line")
-    merged: dict[str, Any] = {**(spec.get("options") or {}), **options}
+    spec_options = spec.get("options") or {}
+    if not isinstance(spec_options, dict):
+        raise ValueError(f"model: {spec_path}: options must be a mapping of name: value")
+    merged: dict[str, Any] = {**spec_options, **options}
     for key, value in merged.items():
         if isinstance(value, str) and key.endswith("_file") and not Path(value).is_absolute():
             merged[key] = str(directory.resolve() / value)

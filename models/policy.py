@@ -23,12 +23,19 @@ from models.base import Analysis
 
 HUMAN = "human"
 
-# Word-level requests for a person. Matched on the whole message, case-insensitively.
+# Requests for a person. Phrases, not single words: "the agent told me", "human resources",
+# "人工费" (labour fee) or "人工智能" (AI) are questions for the bot, not requests.
 _HANDOFF_EN = re.compile(
-    r"\b(human|real person|live (agent|person|chat)|(an?|the|customer service|support) "
-    r"agent|agent please|representative|operator|speak to (someone|somebody|a person)|"
-    r"talk to (someone|somebody|a person))\b", re.IGNORECASE)
-_HANDOFF_ZH = re.compile(r"人工|真人|转接|客服人员|找客服|人工服务|接线员")
+    r"\b(?:(?:talk|speak|chat|connect|transfer|put)\w*(?: me)? (?:to|with|through to) "
+    r"(?:a |an |the |some |your )?(?:real |live |actual )?"
+    r"(?:human|person|people|agent|representative|someone|somebody|staff|operator)s?"
+    r"|(?:real|live|actual) (?:human|person|people|agent)s?|human (?:agent|being|support)"
+    r"|(?:customer service|support) (?:agent|representative)|representative"
+    r"|(?:a |an )?(?:human|agent|person) please)\b"
+    r"|^\W*(?:human|agent|person|operator|representative)s?\W*$", re.IGNORECASE)
+_HANDOFF_ZH = re.compile(
+    r"(?:转|找|要|接)人工(?![费智成])|人工客服|人工服务|人工坐席|转接(?:人工|客服)|真人客服|"
+    r"(?:和|跟|找|要)真人|客服人员|找客服|^\W*(?:人工|客服|真人)\W*$")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 REPLIES: dict[str, dict[str, str]] = {
@@ -87,8 +94,10 @@ class FallbackPolicy:
             return Turn("handoff", reason="requested")
         if analysis is None:
             return Turn("handoff", reason="bot_unavailable")
-        intent, ic = analysis.intent, analysis.intent_confidence
-        fc = analysis.faq_confidence
+        # A confidence without a name to go with it counts for nothing.
+        intent = analysis.intent or None
+        ic = analysis.intent_confidence if intent else 0.0
+        fc = analysis.faq_confidence if analysis.faq_id and analysis.faq_answer else 0.0
         if intent == HUMAN and ic >= self.threshold:
             return Turn("handoff", intent=intent, confidence=ic, reason="requested")
         replies = self.replies

@@ -38,6 +38,8 @@ log = logging.getLogger("raydesk.bot")
 
 # Indexing embeds every FAQ key: ~400 keys/s with MiniLM on 2 cores.
 REINDEX_TIMEOUT_S = 300.0
+# Loading a model: ~10 s for MiniLM here, plus the FAQ.
+MODEL_CHECK_TIMEOUT_S = 600.0
 
 
 def add_bot_routes(app: FastAPI, core: Any) -> None:
@@ -91,10 +93,20 @@ def add_bot_routes(app: FastAPI, core: Any) -> None:
             raise BadRequest(str(exc)) from None
         from serve_app import assistant_app
 
-        await core.store.call("SET", keys.BOT_MODEL, body.model_dump_json())
-        # Returns once the new replicas serve; questions meanwhile wait in the handle.
+        # Built once beside the serving model first: a model that cannot load or answer
+        # is refused here, and the bot keeps the one it has.
+        try:
+            problem = await asyncio.wait_for(assistant().check.remote(body.model_dump()),
+                                             MODEL_CHECK_TIMEOUT_S)
+        except Exception as exc:
+            raise Unavailable("the bot's model is not running, try again") from exc
+        if problem:
+            raise BadRequest(f"model: {body.model} does not load: {problem}")
+        # Returns once the new replicas serve; the old ones answer until then.
         await asyncio.to_thread(serve.run, assistant_app(core.settings, body),
                                 name=ASSISTANT_APP, route_prefix=None, blocking=False)
+        await core.store.call("SET", keys.BOT_MODEL, json.dumps(
+            {"choice": body.model_dump(), "config": bot.user_config()}))
         return await status()
 
     @app.get("/v1/bot/unanswered", response_model=UnansweredPage)

@@ -150,7 +150,7 @@ def faq_import(args: argparse.Namespace) -> int:
     faq = read_faq(args.file)
     reply = _api(config, args, "PUT", "/v1/faq", faq.model_dump(), timeout=600)
     state = "indexed" if reply.get("indexed") \
-        else "stored (the bot indexes them before its next answer)"
+        else "stored, not indexed: the bot is off or not running (it indexes them when it starts)"
     print(f"{reply['count']} FAQ items {state}")
     return 0
 

@@ -58,6 +58,9 @@ class Conversation:
     # that still wait for a human answer to be linked to (training data).
     unanswered: int = 0
     open_questions: tuple[int, ...] = ()
+    # The newest customer message the bot owes a turn (0: none); a shard that died
+    # before taking the turn leaves it set, and the next one takes it.
+    bot_due: int = 0
 
     @classmethod
     def from_state(cls, cid: str, state: dict[str, str]) -> Conversation:
@@ -81,6 +84,7 @@ class Conversation:
             unanswered=int(state.get("unanswered") or 0),
             open_questions=tuple(int(q) for q in (state.get("open_questions") or "").split(",")
                                  if q),
+            bot_due=int(state.get("bot_due") or 0),
         )
 
     def to_state(self) -> dict[str, str]:
@@ -99,6 +103,7 @@ class Conversation:
             "awaiting_since": "" if self.awaiting_since is None else str(self.awaiting_since),
             "unanswered": str(self.unanswered),
             "open_questions": ",".join(map(str, self.open_questions)),
+            "bot_due": str(self.bot_due),
         }
 
     # --- who may do what ---------------------------------------------------------------

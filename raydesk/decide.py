@@ -130,6 +130,11 @@ def bot_turn(conv: Conversation, turn: Turn, question: Message, now: int, ids: l
         ops += [("ZADD", keys.UNANSWERED, now, key),
                 ("HSET", keys.UNANSWERED_QUESTIONS, key, json.dumps(record))]
         open_questions = (*open_questions, question.seq)
+    # The turn settles what the bot owed, unless the customer wrote again meanwhile.
+    bot_due = conv.bot_due if turn.action != "handoff" and conv.bot_due > question.seq \
+        else 0
+    if bot_due == 0:
+        ops.append(("ZREM", keys.BOT_DUE, conv.id))
     if turn.action != "handoff":
         unanswered = 0 if turn.action == "answer" else conv.unanswered + 1
         frame = Message(conversation_id=conv.id, seq=seq, message_id=ids[0],
@@ -137,8 +142,12 @@ def bot_turn(conv: Conversation, turn: Turn, question: Message, now: int, ids: l
                         bot=BotInfo(intent=turn.intent, faq_id=turn.faq_id,
                                     confidence=turn.confidence,
                                     model_version=model_version)).to_json()
+        # An answer (to a rephrasing, say) settles the open questions: a later agent
+        # message would not be the answer to them.
+        if turn.action == "answer":
+            open_questions = ()
         after = dataclasses.replace(conv, last_seq=seq, updated_ts=now, unanswered=unanswered,
-                                    open_questions=open_questions)
+                                    open_questions=open_questions, bot_due=bot_due)
         commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[frame],
                              state=after.to_state(), ops=ops,
                              publish=_publish(conv.participants, [frame]))
@@ -152,7 +161,8 @@ def bot_turn(conv: Conversation, turn: Turn, question: Message, now: int, ids: l
     queued = _system(conv, seq + 1, ids[1], now, "queued", "Waiting for an agent",
                      skill=skill).to_json()
     after = dataclasses.replace(conv, status=Status.QUEUED, skill=skill, last_seq=seq + 1,
-                                updated_ts=now, unanswered=0, open_questions=open_questions)
+                                updated_ts=now, unanswered=0, open_questions=open_questions,
+                                bot_due=0)
     ops.append(("ZADD", keys.QUEUE, now, conv.id))
     commit = keys.Commit(cid=conv.id, expect=conv.last_seq, messages=[handoff, queued],
                          state=after.to_state(), ops=ops,
@@ -189,6 +199,10 @@ def send_message(conv: Conversation, cmd: ShardCommand, now: int, message_id: st
     if awaiting != conv.awaiting_since:
         state["awaiting_since"] = "" if awaiting is None else str(awaiting)
     ops: list[tuple[Any, ...]] = []
+    if cmd.actor_role == "customer" and conv.status is Status.BOT:
+        after = dataclasses.replace(after, bot_due=seq)
+        state["bot_due"] = str(seq)
+        ops.append(("ZADD", keys.BOT_DUE, now, conv.id))
     if cmd.actor_role != "customer" and conv.open_questions:
         # The first human answer after questions the bot could not answer: link them.
         answer = json.dumps({"seq": seq, "message_id": message_id, "text": cmd.text,
@@ -236,9 +250,11 @@ def close(conv: Conversation, cmd: ShardCommand, now: int, message_id: str) -> D
     seq = conv.last_seq + 1
     frame = _system(conv, seq, message_id, now, "closed", "Conversation closed",
                     by=cmd.actor_id).to_json()
-    after = dataclasses.replace(conv, status=Status.CLOSED, last_seq=seq, updated_ts=now)
+    after = dataclasses.replace(conv, status=Status.CLOSED, last_seq=seq, updated_ts=now,
+                                bot_due=0)
     ops: list[tuple[Any, ...]] = [
         ("ZREM", keys.QUEUE, conv.id),
+        ("ZREM", keys.BOT_DUE, conv.id),
         ("HDELIFEQ", keys.visitor_key(conv.customer), "open", conv.id),
     ]
     router: list[tuple[str, tuple[Any, ...]]] = [("dequeued", (conv.id,))]

@@ -36,9 +36,28 @@ def _rows_from_csv(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
+class _TextLoader(yaml.SafeLoader):
+    """YAML's safe loader, with numbers read as the text written: an id ``010`` or
+    ``1.10`` stays what it says (not 8, not 1.1)."""
+
+
+_NUMBERS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+_TextLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _NUMBERS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
 def _rows_from_yaml(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_TextLoader)
     except yaml.YAMLError as exc:
         raise BadRequest(f"{name}: not valid YAML: {exc}") from None
     if isinstance(data, dict) and "items" in data:
@@ -49,8 +68,7 @@ def _rows_from_yaml(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
     for i, item in enumerate(data, start=1):
         if not isinstance(item, dict):
             raise BadRequest(f"{name}: item {i} is not a mapping")
-        rows.append((f"{name}: item {i}", {k: str(v) if k in REQUIRED and v is not None
-                                           else v for k, v in item.items()}))
+        rows.append((f"{name}: item {i}", {k: _strip(v) for k, v in item.items()}))
     return rows
 
 

@@ -6,6 +6,7 @@ start and stop the rest around it).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -152,7 +153,9 @@ class Runtime:
 
 
 def chosen_model(settings: Settings) -> ModelChoice:
-    """The model an admin chose last (``raydesk model use``), else the config's."""
+    """The model an admin rolled out last (``raydesk model use``), unless the config's
+    ``bot`` model has been edited since; else the config's."""
+    configured = settings.config.bot.user_config()
     client = redis.Redis.from_url(settings.store_url, password=settings.store_password,
                                   decode_responses=True)
     try:
@@ -161,10 +164,14 @@ def chosen_model(settings: Settings) -> ModelChoice:
         client.close()
     if stored:
         try:
-            return ModelChoice.model_validate_json(str(stored))
-        except ValueError:
+            record = json.loads(str(stored))
+            if record["config"] == configured:
+                return ModelChoice.model_validate(record["choice"], strict=False)
+            log.info("the config's bot model changed since the last 'raydesk model use': "
+                     "using the config's")
+        except (ValueError, KeyError, TypeError):
             log.warning("the stored bot model choice is unreadable; using the config's")
-    return ModelChoice.model_validate(settings.config.bot.user_config(), strict=False)
+    return ModelChoice.model_validate(configured, strict=False)
 
 
 def wait_running(app: str, timeout: float) -> None:

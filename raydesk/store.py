@@ -50,6 +50,8 @@ BOT_MODEL = "rd:bot:model"
 # Questions the bot did not answer: "cid:seq" by time; the question (JSON) by "cid:seq";
 # the first human answer that followed it (JSON) by "cid:seq".
 UNANSWERED = "rd:unanswered"
+# Conversations whose customer waits for a bot turn, by the time of the message.
+BOT_DUE = "rd:bot:due"
 UNANSWERED_QUESTIONS = "rd:unanswered:q"
 UNANSWERED_ANSWERS = "rd:unanswered:a"
 

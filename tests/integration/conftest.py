@@ -38,7 +38,7 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
                                   "partitions": {"p2": ["inbox-p2"]}},
                          # The bot takes only the "bot" inbox, so other tests' conversations
                          # queue for agents at once as before.
-                         bot={"inboxes": [BOT_INBOX], "timeout_s": 30.0})
+                         bot={"inboxes": [BOT_INBOX]})
     rt = Runtime(config)
     rt.start()
     yield rt

