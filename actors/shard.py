@@ -32,6 +32,7 @@ from models.base import Analysis
 from models.policy import FallbackPolicy, wants_human
 from raydesk import decide
 from raydesk import store as keys
+from raydesk.batching import Batcher
 from raydesk.conversation import Conversation, Status
 from raydesk.errors import NotFound, RaydeskError, Unavailable
 from raydesk.placement import shard_for
@@ -44,6 +45,8 @@ log = logging.getLogger("raydesk.shard")
 
 # Conversation state is a few hundred bytes; 50k active is ~25 MB per shard.
 ACTIVE_LIMIT = 50_000
+# Bot questions carried by one Serve call to the Assistant.
+QUESTIONS_PER_CALL = 64
 # How often a shard looks for bot turns a dead instance owed.
 RECOVERY_EVERY_S = 5.0
 
@@ -75,6 +78,8 @@ class ConversationShard:
                                       max_unanswered=bot.max_unanswered,
                                       intent_skills=bot.intent_skills)
         self._assistant: Any = None
+        self._questions: Batcher[str, dict[str, Any]] = Batcher(
+            self._ask_assistant, max_batch=QUESTIONS_PER_CALL, max_in_flight=4)
         # The newest bot turn of each conversation: the next one waits for it (order).
         self._bot_turns: dict[str, asyncio.Task[None]] = {}
         self._recovery: asyncio.Task[None] | None = None
@@ -288,17 +293,22 @@ class ConversationShard:
     async def _analyze(self, text: str) -> dict[str, Any] | None:
         """The model's analysis, or None if it is unavailable or too slow (hand off)."""
         try:
-            if self._assistant is None:
-                self._assistant = serve.get_deployment_handle(ASSISTANT_DEPLOYMENT,
-                                                              app_name=ASSISTANT_APP)
-            response = self._assistant.analyze.remote(text)
-            result: dict[str, Any] = await asyncio.wait_for(
-                response, self._settings.config.bot.timeout_s)
-            return result
+            return await self._questions.submit(text)
         except Exception as exc:
             log.warning("shard %s: the bot model is unavailable (%s): handing off",
                         self._name, type(exc).__name__)
             return None
+
+    async def _ask_assistant(self, texts: list[str]) -> list[dict[str, Any]]:
+        """One Serve call for the questions of many conversations (a Serve request costs
+        milliseconds of CPU: per question it would cost more than the model)."""
+        if self._assistant is None:
+            self._assistant = serve.get_deployment_handle(ASSISTANT_DEPLOYMENT,
+                                                          app_name=ASSISTANT_APP)
+        response = self._assistant.analyze.remote(texts)
+        results: list[dict[str, Any]] = await asyncio.wait_for(
+            response, self._settings.config.bot.timeout_s)
+        return results
 
     def _routing_needs(self, visitor: dict[str, str]) -> tuple[str | None, int]:
         """The skill and queue priority a visitor's new conversation gets."""

