@@ -140,7 +140,7 @@ def gateway_app(settings: Settings) -> Application:
     health_check_period_s=10,
     graceful_shutdown_timeout_s=10,
     # OpenMP threads that sleep when idle, one per thread of ours: MiniLM's p50 at 25
-    # questions/s went from 173 to 85-105 ms in two runs here (docs/explanation/bot.md).
+    # questions/s was 173 ms before, 85-111 ms in three runs after (bot_latency.py).
     ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": {
         "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}}},
 )

