@@ -169,10 +169,7 @@ class Assistant:
         choice = ModelChoice.model_validate(user_config, strict=False)
         async with self._swap:
             try:
-                model = await asyncio.to_thread(load_model, choice.model, choice.version,
-                                                choice.options)
-                version, items = await self._faq()
-                await asyncio.to_thread(model.index_faq, items)
+                model, version, items = await self._build(choice)
             except Exception:
                 if self._model is None:
                     raise  # the first model must load: fail the deployment loudly
@@ -188,15 +185,20 @@ class Assistant:
         """Build a model the way a rollout would, beside the one serving, and index the
         FAQ with it: None if that works, else what went wrong (the rollout is refused)."""
         try:
-            choice = ModelChoice.model_validate(user_config, strict=False)
-            model = await asyncio.to_thread(load_model, choice.model, choice.version,
-                                            choice.options)
-            _, items = await self._faq()
-            await asyncio.to_thread(model.index_faq, items)
+            model, _, _ = await self._build(ModelChoice.model_validate(user_config,
+                                                                       strict=False))
             await asyncio.to_thread(model.analyze, ["hello"])
         except Exception as exc:  # whatever a builder raises is the answer
             return f"{type(exc).__name__}: {exc}"
         return None
+
+    async def _build(self, choice: ModelChoice) -> tuple[Model, str | None, list[FaqItem]]:
+        """Load a model and index the store's FAQ with it: the model, the FAQ version."""
+        model = await asyncio.to_thread(load_model, choice.model, choice.version,
+                                        choice.options)
+        version, items = await self._faq()
+        await asyncio.to_thread(model.index_faq, items)
+        return model, version, items
 
     async def _faq(self) -> tuple[str | None, list[FaqItem]]:
         version, raw = await self._store.pipeline([("GET", keys.FAQ_VERSION),

@@ -203,8 +203,9 @@ class ConversationShard:
                             self._name, cmd.conversation_id, result.value)
                 raise StaleState()
         await self._committed(decision)
-        if cmd.kind == "send" and decision.conversation.status is Status.BOT:
-            self._bot_turn_after(decision)
+        if decision.message is not None and decision.conversation.status is Status.BOT:
+            # A customer's message: the bot takes its turn (in order, outside the mailbox).
+            self._schedule_bot_turn(decision.message)
         return decision.reply
 
     async def _committed(self, decision: decide.Decision) -> None:
@@ -217,12 +218,6 @@ class ConversationShard:
                 self._tell_router(partition, method, *args)
 
     # --- the bot ------------------------------------------------------------------------
-
-    def _bot_turn_after(self, decision: decide.Decision) -> None:
-        """Schedule the bot's turn on the customer message just stored; turns of one
-        conversation run in order, and never hold its mailbox while the model thinks."""
-        assert decision.commit is not None
-        self._schedule_bot_turn(Message.model_validate_json(decision.commit.messages[-1]))
 
     def _schedule_bot_turn(self, question: Message) -> None:
         cid = question.conversation_id

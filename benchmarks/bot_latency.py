@@ -22,7 +22,6 @@ import csv
 import itertools
 import json
 import os
-import platform
 import random
 import tempfile
 import time
@@ -33,12 +32,12 @@ import httpx
 import numpy as np
 import psutil
 import websockets
+from report import save
 
 from raydesk.config import load_config
 from raydesk.embedded_store import free_port
 from raydesk.runtime import Runtime
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BANKING = Path(os.environ.get("RAYDESK_DATA", "/work/shared/data")) / "banking77"
 
 
@@ -178,7 +177,7 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
             "outcomes": outcomes}
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
+def plot(results: list[dict[str, Any]], path: Path, encoder: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,7 +189,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         ax.plot(rates, [r[key] for r in results], style, label=key.replace("_ms", ""))
     ax.set_xlabel("questions per second")
     ax.set_ylabel("send -> bot reply (ms)")
-    ax.set_title("raydesk bot reply latency (MiniLM, 2 cores)")
+    ax.set_title(f"raydesk bot reply latency ({encoder}, 2 cores)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -230,18 +229,13 @@ def main() -> None:
                 results.append(result)
         finally:
             runtime.stop()
-    report = {"benchmark": "bot_latency", "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "encoder": args.encoder, "threads": args.threads, "faq_items": len(faq),
-              "seconds": args.seconds,
-              "customers": args.customers,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "results": results}
-    print(json.dumps(report, indent=2))
-    RESULTS.mkdir(exist_ok=True)
     name = "bot_latency" + ("" if args.encoder == "minilm" else f"_{args.encoder}") + (
         f"_t{args.threads}" if args.threads else "")
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
-    plot(results, RESULTS / f"{name}.png")
+    report = save(name, {"encoder": args.encoder, "threads": args.threads,
+                         "faq_items": len(faq), "seconds": args.seconds,
+                         "customers": args.customers}, results,
+                  lambda rows, path: plot(rows, path, args.encoder))
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

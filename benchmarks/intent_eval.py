@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import random
 import sys
 import time
@@ -37,11 +35,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from report import save
+
 from models.base import Batch, Encoder, IntentRecognizer, Vectors
 from models.encoders import ENCODERS, load_encoder
 from models.intents import EmbeddingIntents, KeywordIntents
 
-RESULTS = Path(__file__).resolve().parent / "results"
 OOS = "oos"
 Split = tuple[list[str], list[str]]
 
@@ -397,17 +396,12 @@ def main() -> None:
     for name, r in results.items():
         print(name, "built-in intents:", json.dumps(
             {text: [p["intent"], p["confidence"]] for text, p in r["builtin"].items()}))
-    report = {"benchmark": "intent_eval", "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "quick": args.quick, "seed": args.seed, "threshold": args.threshold,
-              "min_in_scope": args.min_in_scope,
-              "sizes": {"banking77": [len(b_train[0]), len(data["banking77"][1][0])],
-                        "hwu64": [len(h_train[0]), len(data["hwu64"][1][0])],
-                        "clinc150": {k: len(v[0]) for k, v in clinc.items()}},
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "results": results}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "intent_eval.json").write_text(json.dumps(report, indent=2))
-    plot(results, RESULTS / "intent_eval.png")
+    save("intent_eval", {
+        "quick": args.quick, "seed": args.seed, "threshold": args.threshold,
+        "min_in_scope": args.min_in_scope,
+        "sizes": {"banking77": [len(b_train[0]), len(data["banking77"][1][0])],
+                  "hwu64": [len(h_train[0]), len(data["hwu64"][1][0])],
+                  "clinc150": {k: len(v[0]) for k, v in clinc.items()}}}, results, plot)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ Run: .venv/bin/python benchmarks/model_cpu.py  (one process per setting; ~3 minu
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -20,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from report import save
+
 CALLS = 60
 GAPS_S = (0.0, 0.04)
 
@@ -76,6 +75,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        return
     if len(sys.argv) == 3:  # a child: one setting, rows as JSON on stdout
         print(json.dumps(measure(sys.argv[1], int(sys.argv[2]))))
         return
@@ -89,13 +91,7 @@ def main() -> None:
             for row in found:
                 print(json.dumps(row), flush=True)
             rows += found
-    report = {"benchmark": "model_cpu", "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "calls": CALLS,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "results": rows}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "model_cpu.json").write_text(json.dumps(report, indent=2))
-    plot(rows, RESULTS / "model_cpu.png")
+    save("model_cpu", {"calls": CALLS}, rows, plot)
 
 
 if __name__ == "__main__":

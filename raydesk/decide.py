@@ -43,6 +43,8 @@ class Decision:
     signals: list[tuple[str, str]] = field(default_factory=list)
     # Router notifications, sent (as tells) after the commit: (method, args).
     router: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    # The customer's or agent's message a send stores (the bot's turn answers it).
+    message: Message | None = None
 
 
 def _sender(cmd: ShardCommand) -> Sender:
@@ -182,9 +184,10 @@ def send_message(conv: Conversation, cmd: ShardCommand, now: int, message_id: st
         raise Conflict(f"conversation {conv.id} is closed")
     assert cmd.text is not None and cmd.client_msg_id is not None
     seq = (conv.last_seq if base_seq is None else base_seq) + 1
-    frame = Message(conversation_id=conv.id, seq=seq, message_id=message_id,
-                    client_msg_id=cmd.client_msg_id, sender=_sender(cmd), text=cmd.text,
-                    ts=now).to_json()
+    message = Message(conversation_id=conv.id, seq=seq, message_id=message_id,
+                      client_msg_id=cmd.client_msg_id, sender=_sender(cmd), text=cmd.text,
+                      ts=now)
+    frame = message.to_json()
     # The response-time clock: starts at the first unanswered customer message, stops at
     # the assigned agent's reply, which the router learns as a sample for that agent.
     awaiting, router = conv.awaiting_since, []
@@ -217,7 +220,7 @@ def send_message(conv: Conversation, cmd: ShardCommand, now: int, message_id: st
                          dedupe=dedupe_field(cmd), dedupe_value=f"{seq}|{message_id}|{now}")
     reply = {"type": "ack", "client_msg_id": cmd.client_msg_id, "conversation_id": conv.id,
              "seq": seq, "message_id": message_id, "ts": now}
-    return Decision(after, commit, reply, router=router)
+    return Decision(after, commit, reply, router=router, message=message)
 
 
 def typing(conv: Conversation, cmd: ShardCommand) -> Decision:

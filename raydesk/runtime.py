@@ -174,29 +174,31 @@ def chosen_model(settings: Settings) -> ModelChoice:
     return ModelChoice.model_validate(configured, strict=False)
 
 
-def wait_running(app: str, timeout: float) -> None:
+def wait_until(ready: Callable[[], bool], timeout: float, failure: str) -> None:
+    """Poll ``ready`` until it is true; RuntimeError with ``failure`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    while True:
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{failure} after {timeout} s")
+        time.sleep(0.2)
+
+
+def wait_running(app: str, timeout: float) -> None:
+    def running() -> bool:
         status = serve.status().applications.get(app)
-        if status is not None and status.status == "RUNNING":
-            return
         if status is not None and status.status == "DEPLOY_FAILED":
             raise RuntimeError(f"the Serve application {app} failed: {status.message}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the Serve application {app} is not running after {timeout} s")
-        time.sleep(0.2)
+        return status is not None and status.status == "RUNNING"
+
+    wait_until(running, timeout, f"the Serve application {app} is not running")
 
 
 def wait_healthy(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def healthy() -> bool:
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"raydesk did not become healthy at {url} in {timeout} s")
-        time.sleep(0.2)
+            return False
 
+    wait_until(healthy, timeout, f"raydesk did not become healthy at {url}")

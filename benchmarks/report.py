@@ -1,0 +1,25 @@
+"""Saving a benchmark's figures: benchmarks/results/NAME.json, and NAME.png from its plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save(name: str, fields: dict[str, Any], results: Any,
+         plot: Callable[[Any, Path], None]) -> dict[str, Any]:
+    """Write the report (``fields`` plus when, machine and ``results``) and its plot."""
+    report = {"benchmark": name, "when": time.strftime("%Y-%m-%d %H:%M:%S"), **fields,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              "results": results}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
+    plot(results, RESULTS / f"{name}.png")
+    return report
