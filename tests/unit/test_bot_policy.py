@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from models.base import Analysis, rescale
@@ -247,6 +247,7 @@ unit = st.floats(min_value=0, max_value=1)
 @given(intent=st.sampled_from([None, "greeting", "billing", "shipping", "human"]),
        ic=unit, fc=unit, has_faq=st.booleans(), unanswered=st.integers(0, 10),
        text=st.sampled_from(["what is this", "这是什么"]))
+@example(intent=None, ic=1.0, fc=0.5, has_faq=True, unanswered=0, text="what is this")
 def test_decide_is_always_a_consistent_turn(intent: str | None, ic: float, fc: float,
                                             has_faq: bool, unanswered: int,
                                             text: str) -> None:
@@ -262,7 +263,8 @@ def test_decide_is_always_a_consistent_turn(intent: str | None, ic: float, fc: f
         assert POLICY.handoff_below <= turn.confidence < POLICY.threshold
         assert unanswered + 1 < POLICY.max_unanswered
         assert turn.text == REPLIES["clarify"][language(text)]
-        assert turn.confidence == max(ic, fc)
+        # A confidence without an intent name counts for nothing.
+        assert turn.confidence == max(ic if intent else 0.0, fc)
     else:
         assert turn.reason is not None and turn.text == ""
 
