@@ -16,3 +16,16 @@ ensure_venv() {
     touch "$stamp"
   fi
 }
+
+# The console and widget tests drive Debian's chromium (never a browser a test tool
+# downloads). Installed with apt when missing; RAYDESK_CHROMIUM points at another binary.
+ensure_chromium() {
+  local chromium="${RAYDESK_CHROMIUM:-/usr/bin/chromium}"
+  if [ ! -x "$chromium" ]; then
+    echo "raydesk: installing Debian's chromium for the browser tests" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
+  fi
+}

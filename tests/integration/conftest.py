@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, BrowserContext, Dialog, Page, async_playwright
 
 from raydesk.config import load_config
 from raydesk.embedded_store import free_port
@@ -83,3 +85,63 @@ def skill() -> str:
     """A skill no other test uses, so queued conversations of one test never reach the
     agents of another."""
     return f"s{uuid.uuid4().hex[:10]}"
+
+
+# --- browsers (the console and widget tests) -----------------------------------------------
+
+CHROMIUM = os.environ.get("RAYDESK_CHROMIUM", "/usr/bin/chromium")
+# As root in a container, with no network beyond loopback: no sandbox, no background
+# connections (each one would be refused), no first-run pages.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's chromium, headless, driven by Playwright; one for the whole session."""
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                     args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+async def new_page(browser: Browser, runtime: Runtime) -> AsyncIterator[object]:
+    """``await new_page()`` opens a page in a fresh browser context (its own localStorage,
+    like another browser); ``await new_page(context=ctx)`` another tab of the same one.
+    Console errors and failed requests of every page are collected in ``page.problems``
+    and the test fails on an uncaught page error."""
+    contexts: list[BrowserContext] = []
+    errors: list[str] = []
+
+    async def _new_page(context: BrowserContext | None = None,
+                        viewport: dict[str, int] | None = None) -> Page:
+        if context is None:
+            context = await browser.new_context(
+                base_url=runtime.url, viewport=viewport or {"width": 1280, "height": 800})  # type: ignore[arg-type]
+            contexts.append(context)
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
+        page.on("dialog", lambda dialog: _refuse(dialog, errors))
+        return page
+
+    yield _new_page
+    for context in contexts:
+        await context.close()
+    assert not errors, f"the page raised errors or opened dialogs: {errors}"
+
+
+def _refuse(dialog: Dialog, errors: list[str]) -> None:
+    """A page that opens alert() or confirm() ran something it should not have (or asks
+    what a user would find rude): noted, and dismissed so the page goes on."""
+    errors.append(f"dialog: {dialog.message}")
+    asyncio.get_running_loop().create_task(dialog.dismiss())
+
+
+def artifact(name: str) -> Path:
+    """Where a test saves a screenshot (tests/artifacts/, kept by CI, not committed)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name
