@@ -70,7 +70,7 @@ class Router:
         # router's start (a whole-server restart may take a while to bring gateways up).
         self._presence_known_at = math.inf
         self._customers: dict[str, str] = {}
-        self._told_positions: dict[str, int] = {}
+        self._told_positions: dict[str, tuple[int, bool]] = {}
         # gateway id -> (lease expiry, {agent id: presence})
         self._leases: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = asyncio.Lock()
@@ -205,11 +205,13 @@ class Router:
             self._apply_presence()
             await self._dispatch()
 
-    async def positions(self, cids: list[str]) -> dict[str, int]:
-        """The queue positions of those of ``cids`` that are waiting."""
+    async def queue_frames(self, cids: list[str]) -> dict[str, str]:
+        """The ``queue`` frames (position, agents online) of those of ``cids`` waiting."""
         await self._ensure_started()
         positions = self._queue.positions()
-        return {cid: positions[cid] for cid in cids if cid in positions}
+        online = self._online_count()
+        return {cid: self._queue_frame(cid, positions[cid], online)
+                for cid in cids if cid in positions}
 
     async def snapshot(self) -> dict[str, Any]:
         """The router's view, for operators and tests."""
@@ -342,13 +344,24 @@ class Router:
                 log.error("assigning %s failed", cid, exc_info=result)
         await self._tell_positions()
 
+    def _online_count(self) -> int:
+        return sum(1 for slot in self._agents.values() if slot.presence == "online")
+
+    @staticmethod
+    def _queue_frame(cid: str, position: int, online: int) -> str:
+        return dump(QueueEvent(conversation_id=cid, position=position, agents_online=online))
+
     async def _tell_positions(self) -> None:
         events = []
+        online = self._online_count()
         for cid, position in self._queue.positions().items():
-            if self._told_positions.get(cid) != position and cid in self._customers:
-                self._told_positions[cid] = position
-                frame = dump(QueueEvent(conversation_id=cid, position=position))
-                events.append((keys.channel(self._customers[cid]), frame))
+            # Told again when the place moves, or when agents appear or all go away (the
+            # widget's "no one is available" notice); not at every presence change.
+            told = (position, online > 0)
+            if self._told_positions.get(cid) != told and cid in self._customers:
+                self._told_positions[cid] = told
+                events.append((keys.channel(self._customers[cid]),
+                               self._queue_frame(cid, position, online)))
         try:
             await self._store.publish(events)
         except Unavailable:

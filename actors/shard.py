@@ -29,10 +29,11 @@ import ray
 from ray import serve
 
 from models.base import Analysis
-from models.policy import FallbackPolicy, wants_human
+from models.policy import wants_human
 from raydesk import decide
 from raydesk import store as keys
 from raydesk.batching import Batcher
+from raydesk.config import bot_policy
 from raydesk.conversation import Conversation, Status
 from raydesk.errors import NotFound, RaydeskError, Unavailable
 from raydesk.placement import shard_for
@@ -74,9 +75,7 @@ class ConversationShard:
         self._waiting: dict[str, int] = {}
         self._routers: dict[str, Any] = {}
         bot = settings.config.bot
-        self._policy = FallbackPolicy(threshold=bot.threshold, handoff_below=bot.handoff_below,
-                                      max_unanswered=bot.max_unanswered,
-                                      intent_skills=bot.intent_skills)
+        self._policy = bot_policy(bot)
         self._assistant: Any = None
         self._questions: Batcher[str, dict[str, Any]] = Batcher(
             self._ask_assistant, max_batch=QUESTIONS_PER_CALL, max_in_flight=4)
@@ -192,6 +191,7 @@ class ConversationShard:
             decision = decide.transfer(conv, cmd, now, new_message_id(), visitor)
         else:  # pragma: no cover - ShardCommandKind is closed
             raise ValueError(cmd.kind)
+        decide.tell_agents(conv, decision)
         if decision.signals:
             await self._store.publish(decision.signals)
         if decision.commit is not None:
@@ -245,6 +245,7 @@ class ConversationShard:
                                        conv.unanswered)
             decision = decide.bot_turn(conv, turn, question, _now_ms(),
                                        [new_message_id(), new_message_id()], version)
+            decide.tell_agents(conv, decision)
             assert decision.commit is not None
             result = await self._store.commit(decision.commit)
             if result.outcome == "stale":

@@ -1,6 +1,8 @@
 """The bot's admin API on the gateway: the FAQ, the model, the unanswered questions.
 
-- ``PUT /v1/faq`` replaces the FAQ set and has the bot re-index it before answering.
+- ``PUT /v1/faq`` replaces the FAQ set and has the bot re-index it before answering;
+  ``POST /v1/faq/import`` does the same from a CSV or YAML file's text; ``GET /v1/faq``.
+- ``POST /v1/bot/test``: what the bot would do with a question (the console's test box).
 - ``GET /v1/bot`` and ``PUT /v1/bot/model``: which model runs; a new one is rolled out by
   redeploying the Assistant's Serve application alone (gateways and their WebSockets are
   not touched), and the choice is stored so a restart keeps it.
@@ -20,12 +22,19 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query
 from ray import serve
 
+from models.base import Analysis
 from models.loader import resolve
 from raydesk import store as keys
 from raydesk.auth import Bearer
+from raydesk.config import bot_policy
 from raydesk.errors import BadRequest, Conflict, Unavailable
+from raydesk.faq_file import parse_faq
 from raydesk.schema import (
     BotStatus,
+    BotTest,
+    BotTestResult,
+    FaqImport,
+    FaqList,
     FaqReplace,
     FaqReplaced,
     ModelChoice,
@@ -45,6 +54,7 @@ MODEL_CHECK_TIMEOUT_S = 600.0
 def add_bot_routes(app: FastAPI, core: Any) -> None:
     """Mount the routes on the gateway's app (``core``: its GatewayCore)."""
     bot = core.settings.config.bot
+    policy = bot_policy(bot)
 
     def assistant() -> Any:
         return serve.get_deployment_handle(ASSISTANT_DEPLOYMENT, app_name=ASSISTANT_APP)
@@ -52,6 +62,38 @@ def add_bot_routes(app: FastAPI, core: Any) -> None:
     @app.put("/v1/faq", response_model=FaqReplaced)
     async def replace_faq(body: FaqReplace, token: Bearer) -> FaqReplaced:
         core.tokens.require_admin(token)
+        return await store_faq(body)
+
+    @app.post("/v1/faq/import", response_model=FaqReplaced)
+    async def import_faq(body: FaqImport, token: Bearer) -> FaqReplaced:
+        """A CSV or YAML file's text (the console's upload), parsed like the CLI's."""
+        core.tokens.require_admin(token)
+        return await store_faq(parse_faq(body.content, body.format, "file"))
+
+    @app.get("/v1/faq", response_model=FaqList)
+    async def faq(token: Bearer) -> FaqList:
+        core.tokens.require_admin(token)
+        stored = await core.store.call("GET", keys.FAQ)
+        return FaqList(items=FaqReplace.model_validate_json(stored).items if stored else [])
+
+    @app.post("/v1/bot/test", response_model=BotTestResult)
+    async def test_question(body: BotTest, token: Bearer) -> BotTestResult:
+        """What the bot would do with a question as a conversation's first (no state
+        changes: the console's test box)."""
+        core.tokens.require_admin(token)
+        if not bot.enabled:
+            raise Conflict("the bot is off (bot.enabled in the config)")
+        try:
+            [analysis] = await asyncio.wait_for(assistant().analyze.remote([body.text]),
+                                                bot.timeout_s)
+        except Exception as exc:
+            raise Unavailable("the bot's model is not running, try again") from exc
+        turn = policy.decide(body.text, Analysis.from_dict(analysis), 0)
+        return BotTestResult(action=turn.action, text=turn.text, intent=turn.intent,
+                             faq_id=turn.faq_id, confidence=turn.confidence,
+                             reason=turn.reason, model_version=analysis.get("model_version"))
+
+    async def store_faq(body: FaqReplace) -> FaqReplaced:
         ids = [item.id for item in body.items]
         if len(set(ids)) != len(ids):
             duplicate = next(i for i in ids if ids.count(i) > 1)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.policy import FallbackPolicy
 from raydesk.errors import ConfigError
 from raydesk.routing import Weights
 
@@ -184,6 +185,12 @@ class BotConfig(_Section):
         """The Assistant deployment's ``user_config`` this section describes."""
         return {"model": self.model, "version": self.version,
                 "options": {"encoder": self.encoder, **self.options}}
+
+
+def bot_policy(bot: BotConfig) -> FallbackPolicy:
+    """The fallback policy these settings describe (the shards' and the test box's)."""
+    return FallbackPolicy(threshold=bot.threshold, handoff_below=bot.handoff_below,
+                          max_unanswered=bot.max_unanswered, intent_skills=bot.intent_skills)
 
 
 class Config(_Section):

@@ -21,6 +21,7 @@ from raydesk.errors import BadRequest, Conflict, Forbidden, NotFound
 from raydesk.schema import (
     Assigned,
     BotInfo,
+    ConversationEvent,
     Message,
     ReadEvent,
     Sender,
@@ -45,6 +46,20 @@ class Decision:
     router: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     # The customer's or agent's message a send stores (the bot's turn answers it).
     message: Message | None = None
+
+
+def tell_agents(before: Conversation | None, decision: Decision) -> None:
+    """Add the agents' feed event to a commit that opens a conversation or changes its
+    status or assignee: every connected agent's lists stay current (an extension)."""
+    after = decision.conversation
+    if decision.commit is None or (before is not None and before.status is after.status
+                                   and before.assignee == after.assignee):
+        return
+    event = ConversationEvent(
+        conversation_id=after.id, status=after.status.value,
+        last_seq=after.last_seq, customer=after.customer, assignee=after.assignee,
+        skill=after.skill, created_ts=after.created_ts, updated_ts=after.updated_ts)
+    decision.commit.publish.append((keys.channel(keys.AGENT_FEED), dump(event)))
 
 
 def _sender(cmd: ShardCommand) -> Sender:

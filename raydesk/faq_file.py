@@ -79,12 +79,17 @@ def read_faq(path: str | Path) -> FaqReplace:
     except (OSError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{path}: cannot read it: {exc}") from None
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        rows = _rows_from_csv(text, str(path))
-    elif suffix in (".yaml", ".yml"):
-        rows = _rows_from_yaml(text, str(path))
-    else:
+    formats = {".csv": "csv", ".yaml": "yaml", ".yml": "yaml"}
+    if suffix not in formats:
         raise BadRequest(f"{path}: unknown format {suffix or '(none)'}; use .csv or .yaml")
+    return parse_faq(text, formats[suffix], str(path))
+
+
+def parse_faq(text: str, fmt: str, name: str) -> FaqReplace:
+    """An FAQ file's text (``fmt`` ``csv`` or ``yaml``) as the body of ``PUT /v1/faq``;
+    errors name ``name``, the row and the field. Also ``POST /v1/faq/import``."""
+    text = text.removeprefix("\ufeff")
+    rows = _rows_from_csv(text, name) if fmt == "csv" else _rows_from_yaml(text, name)
     items: list[FaqItem] = []
     seen: dict[str, str] = {}
     for where, row in rows:
@@ -101,4 +106,4 @@ def read_faq(path: str | Path) -> FaqReplace:
     try:
         return FaqReplace(items=items)
     except ValidationError as exc:
-        raise BadRequest(f"{path}: {exc.errors()[0]['msg']}") from None
+        raise BadRequest(f"{name}: {exc.errors()[0]['msg']}") from None

@@ -26,6 +26,7 @@ from raydesk import store as keys
 from raydesk.auth import Bearer, Principal, Tokens, hash_password, verify_password
 from raydesk.bot_admin import add_bot_routes
 from raydesk.config import DEFAULT_PARTITION
+from raydesk.console_api import add_console_routes, agent_info
 from raydesk.conversation import Conversation
 from raydesk.errors import (
     BadRequest,
@@ -57,12 +58,14 @@ from raydesk.session import Session, new_conversation_id
 from raydesk.settings import Settings
 from raydesk.shard_client import ShardClient
 from raydesk.store import Store
+from raydesk.web import add_web_routes
 
 log = logging.getLogger("raydesk.gateway")
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 CHANGES_PAGE = 500
+USER_AGENT_CHARS = 500
 
 
 class GatewayCore:
@@ -82,6 +85,8 @@ class GatewayCore:
 
     async def attach(self, session: Session, principal: Principal) -> None:
         await self.hub.join(principal.id, session)
+        if principal.is_agent:
+            await self.hub.join(keys.AGENT_FEED, session)
         self.sessions.add(session)
 
     async def detach(self, session: Session) -> None:
@@ -89,6 +94,7 @@ class GatewayCore:
         assert session.principal is not None
         await self.hub.leave(session.principal.id, session)
         if session.principal.is_agent:
+            await self.hub.leave(keys.AGENT_FEED, session)
             await self.presence_changed()
 
     def presence_snapshot(self) -> dict[str, str]:
@@ -191,14 +197,6 @@ _RELEASE_OPEN = ("if redis.call('HGET', KEYS[1], 'open') == ARGV[1] then "
                  "return redis.call('HDEL', KEYS[1], 'open') end return 0")
 
 
-def agent_info(agent_id: str, fields: dict[str, str]) -> AgentInfo:
-    return AgentInfo(agent_id=agent_id, email=fields["email"], name=fields["name"],
-                     role=fields.get("role", "agent"),
-                     skills=json.loads(fields.get("skills") or "[]"),
-                     max_chats=int(fields["max_chats"]),
-                     partition=fields.get("partition") or DEFAULT_PARTITION)
-
-
 def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
     core = GatewayCore(settings)
     app = FastAPI(title="raydesk", version=__version__,
@@ -247,11 +245,15 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
         return {"status": "ok"}
 
     @app.post("/v1/visitors", status_code=201, response_model=VisitorCreated)
-    async def create_visitor(body: VisitorCreate) -> VisitorCreated:
+    async def create_visitor(body: VisitorCreate, request: Request) -> VisitorCreated:
         visitor_id = f"v_{uuid.uuid4().hex[:22]}"
         fields = {"created_ts": str(int(time.time() * 1000)), "name": body.name or "",
                   "email": body.email or "", "skill": body.skill or "",
-                  "inbox": body.inbox or "", "attributes": json.dumps(body.attributes or {})}
+                  "inbox": body.inbox or "", "attributes": json.dumps(body.attributes or {}),
+                  # For the agent's visitor panel (behind a proxy: the proxy's address).
+                  "page": body.page or "",
+                  "browser": request.headers.get("user-agent", "")[:USER_AGENT_CHARS],
+                  "ip": request.client.host if request.client else ""}
         await core.store.call("HSET", keys.visitor_key(visitor_id), *keys.hash_args(fields))
         token = core.tokens.issue(Principal(visitor_id, "customer"),
                                   settings.config.auth.visitor_token_ttl_s)
@@ -349,19 +351,28 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
         if not who.is_agent:
             raise Forbidden("the conversation list is for agents")
         cids, cursor = await core.store.changes_since(updated_since, CHANGES_PAGE)
+        listed = [(cid, state) for cid, state in
+                  zip(cids, await core.store.states(cids), strict=True)
+                  if state and (not status or state.get("status") == status)]
+        # The caller's read cursors and the visitors' names, in one round trip.
+        extras = await core.store.pipeline(
+            [("HGET", keys.reads_key(cid), who.id) for cid, _ in listed]
+            + [("HGET", keys.visitor_key(state["customer"]), "name") for _, state in listed]
+        ) if listed else []
         infos = []
-        for cid, state in zip(cids, await core.store.states(cids), strict=True):
-            if not state or (status and state.get("status") != status):
-                continue
+        for i, (cid, state) in enumerate(listed):
             infos.append(ConversationInfo(
                 conversation_id=cid, status=state["status"],  # type: ignore[arg-type]
                 last_seq=int(state.get("last_seq", 0)), customer=state["customer"],
                 assignee=state.get("assignee") or None, skill=state.get("skill") or None,
                 created_ts=int(state.get("created_ts", 0)),
-                updated_ts=int(state.get("updated_ts", 0))))
+                updated_ts=int(state.get("updated_ts", 0)),
+                read_seq=int(extras[i] or 0), visitor_name=extras[len(listed) + i] or None))
         return ConversationPage(conversations=infos, cursor=cursor)
 
     add_bot_routes(app, core)
+    add_console_routes(app, core)
+    add_web_routes(app)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -89,13 +89,24 @@ class Close(_Frame):
     conversation_id: Id
 
 
+class NoteFrame(_Frame):
+    """Extension: a private note, seen by agents only (never the customer)."""
+
+    type: Literal["note"]
+    conversation_id: Id
+    client_msg_id: ClientMsgId
+    text: Annotated[str, StringConstraints(min_length=1)]
+
+
 ClientFrame = Annotated[
-    Hello | Send | Sync | Typing | Read | Ping | PresenceFrame | Accept | Transfer | Close,
+    Hello | Send | Sync | Typing | Read | Ping | PresenceFrame | Accept | Transfer | Close
+    | NoteFrame,
     Field(discriminator="type"),
 ]
 _client_frame = TypeAdapter(ClientFrame)
 CLIENT_FRAME_TYPES = frozenset(
-    {"hello", "send", "sync", "typing", "read", "ping", "presence", "accept", "transfer", "close"}
+    {"hello", "send", "sync", "typing", "read", "ping", "presence", "accept", "transfer", "close",
+     "note"}
 )
 
 
@@ -221,6 +232,21 @@ class QueueEvent(_Frame):
     type: Literal["queue"] = "queue"
     conversation_id: str
     position: int
+    # Extension: the online agents of the conversation's routing partition (0: the widget
+    # says no one is available right now).
+    agents_online: int | None = None
+
+
+class Note(_Frame):
+    """Extension: a private note as agents receive it (no seq, not in the log)."""
+
+    type: Literal["note"] = "note"
+    conversation_id: str
+    note_id: str
+    client_msg_id: str
+    sender: Sender
+    text: str
+    ts: int
 
 
 class Assigned(_Frame):
@@ -252,6 +278,8 @@ class VisitorCreate(_Body):
     email: Annotated[str, StringConstraints(max_length=320)] | None = None
     attributes: Annotated[dict[str, Annotated[str, StringConstraints(max_length=1000)]],
                           Field(max_length=50)] | None = None
+    # Extension: the page the visitor is on (the widget sends location.href).
+    page: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
 
 class VisitorCreated(_Body):
@@ -293,6 +321,60 @@ class AgentInfo(_Body):
     partition: str
 
 
+class AgentListed(AgentInfo):
+    presence: Presence
+    load: int
+
+
+class AgentList(_Body):
+    agents: list[AgentListed]
+
+
+class VisitorConversation(_Body):
+    conversation_id: str
+    status: Status
+    last_seq: int
+    created_ts: int
+    updated_ts: int
+
+
+class VisitorInfo(_Body):
+    visitor_id: str
+    name: str | None
+    email: str | None
+    attributes: dict[str, str]
+    inbox: str | None
+    skill: str | None
+    page: str | None
+    browser: str | None
+    ip: str | None
+    created_ts: int
+    # Newest first.
+    conversations: list[VisitorConversation]
+
+
+class NoteList(_Body):
+    notes: list[dict[str, Any]]
+
+
+Shortcut = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
+
+
+class CannedCreate(_Body):
+    shortcut: Shortcut
+    text: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+class CannedReply(_Body):
+    id: str
+    shortcut: str
+    text: str
+
+
+class CannedList(_Body):
+    items: list[CannedReply]
+
+
 class QueueEntry(_Body):
     conversation_id: str
     skill: str | None
@@ -329,6 +411,15 @@ class ConversationInfo(_Body):
     skill: str | None = None
     created_ts: int
     updated_ts: int
+    # Extensions: the calling agent's read cursor in it, and the visitor's name.
+    read_seq: int = 0
+    visitor_name: str | None = None
+
+
+class ConversationEvent(ConversationInfo):
+    """Extension: a conversation opened or changed status or assignee; to every agent."""
+
+    type: Literal["conversation"] = "conversation"
 
 
 class ConversationPage(_Body):
@@ -390,6 +481,33 @@ class FaqItem(_Body):
 
 class FaqReplace(_Body):
     items: Annotated[list[FaqItem], Field(max_length=10000)]
+
+
+class FaqImport(_Body):
+    """``POST /v1/faq/import``: a CSV or YAML file's text, parsed by the server."""
+
+    format: Literal["csv", "yaml"]
+    content: Annotated[str, StringConstraints(min_length=1, max_length=20_000_000)]
+
+
+class FaqList(_Body):
+    items: list[FaqItem]
+
+
+class BotTest(_Body):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+
+class BotTestResult(_Body):
+    """What the bot would do with a question (``POST /v1/bot/test``)."""
+
+    action: Literal["answer", "clarify", "handoff"]
+    text: str
+    intent: str | None
+    faq_id: str | None
+    confidence: float
+    reason: str | None
+    model_version: str | None
 
 
 class FaqReplaced(_Body):

@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from raydesk import store as keys
 from raydesk.auth import Principal
+from raydesk.console_api import add_note
 from raydesk.conversation import Conversation
 from raydesk.decide import ConversationClosed
 from raydesk.errors import (
@@ -44,9 +45,9 @@ from raydesk.schema import (
     Close,
     ConversationSummary,
     Hello,
+    NoteFrame,
     Ping,
     PresenceFrame,
-    QueueEvent,
     Read,
     Send,
     ShardCommand,
@@ -244,13 +245,14 @@ class Session:
         waiting = [c.conversation_id for c in welcome.conversations if c.status == "queued"]
         for cid in waiting:
             try:
-                positions = await self.core.router_call(
-                    "positions", [cid], partition=await self.core.conversation_partition(cid))
+                frames = await self.core.router_call(
+                    "queue_frames", [cid],
+                    partition=await self.core.conversation_partition(cid))
             except Unavailable:
                 log.warning("connection %s: queue position of %s not available", self.id, cid)
                 continue
-            if cid in positions:
-                self.send(dump(QueueEvent(conversation_id=cid, position=positions[cid])))
+            if cid in frames:
+                self.send(frames[cid])
 
     async def _welcome(self, principal: Principal) -> Welcome:
         store = self.core.store
@@ -324,6 +326,14 @@ class Session:
                 "transfer", frame.conversation_id, self.principal.id, self.principal.role,
                 frame.to_agent, frame.to_skill,
                 partition=await self.core.conversation_partition(frame.conversation_id))
+        elif isinstance(frame, NoteFrame):
+            try:
+                resent = await add_note(self.core, self.principal, frame)
+            except RaydeskError as exc:
+                exc.ref = frame.client_msg_id
+                raise
+            if resent is not None:  # stored before: this connection hears it again
+                self.send(resent)
         elif isinstance(frame, Hello):
             raise BadRequest("type: hello was already received on this connection")
 

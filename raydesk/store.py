@@ -12,7 +12,10 @@ Layout (``{cid}`` is a hash tag so a conversation's keys share a cluster slot):
 - ``rd:v:{vid}``       hash, a visitor; ``rd:v:{vid}:convs`` sorted set of its conversations
 - ``rd:a:{aid}``       hash, an agent; ``rd:a:{aid}:convs`` set of its open conversations;
                        ``rd:agents`` set of agent ids; ``rd:email:<email>`` -> agent id
-- channel ``rd:ev:<participant id>``: every event for that participant's connections
+- ``rd:c:{cid}:notes`` list of private notes; ``rd:c:{cid}:nd`` their dedupe map
+- ``rd:canned:<team>`` hash of canned replies; ``rd:canned:<team>:s`` shortcut -> id
+- channel ``rd:ev:<participant id>``: every event for that participant's connections;
+  ``rd:ev:agents``: conversations opening or changing status, for every agent
 
 Every change to a conversation is one :meth:`Store.commit`: one Lua call that checks the
 dedupe map and the sequence fence, appends the messages, updates state, queue and
@@ -56,6 +59,10 @@ UNANSWERED_QUESTIONS = "rd:unanswered:q"
 UNANSWERED_ANSWERS = "rd:unanswered:a"
 
 
+# The channel every connected agent listens to: conversations opening or changing status.
+AGENT_FEED = "agents"
+
+
 def question_key(cid: str, seq: int) -> str:
     return f"{cid}:{seq}"
 
@@ -74,6 +81,26 @@ def dedupe_key(cid: str) -> str:
 
 def reads_key(cid: str) -> str:
     return f"rd:c:{{{cid}}}:rd"
+
+
+def notes_key(cid: str) -> str:
+    """List of the conversation's private notes (JSON note frames), oldest first."""
+    return f"rd:c:{{{cid}}}:notes"
+
+
+def note_dedupe_key(cid: str) -> str:
+    """Hash ``<author>|<client_msg_id>`` -> the note frame it stored."""
+    return f"rd:c:{{{cid}}}:nd"
+
+
+def canned_key(team: str) -> str:
+    """Hash: canned reply id -> JSON {shortcut, text}, one per team (routing partition)."""
+    return f"rd:canned:{team}"
+
+
+def canned_shortcuts_key(team: str) -> str:
+    """Hash: shortcut -> canned reply id (a shortcut is unique in its team)."""
+    return f"rd:canned:{team}:s"
 
 
 def visitor_key(vid: str) -> str:

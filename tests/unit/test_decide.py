@@ -726,3 +726,44 @@ def test_requeue_for_a_missed_deadline_checks_the_deadline_again() -> None:
     decision = decide.requeue(late, overdue, NOW, "m")
     event = json.loads(decision.commit.messages[0])["event"] if decision.commit else {}
     assert event["reason"] == "reply_deadline" and decision.conversation.front
+
+
+# --- the agents' feed ------------------------------------------------------------------
+
+
+def _feed(decision: decide.Decision) -> list[dict[str, Any]]:
+    assert decision.commit is not None
+    return [json.loads(frame) for channel, frame in decision.commit.publish
+            if channel == keys.channel(keys.AGENT_FEED)]
+
+
+def test_agents_hear_a_conversation_open() -> None:
+    """Opening publishes one feed event with the new conversation's status and skill."""
+    decision = _open()
+    decide.tell_agents(None, decision)
+    [event] = _feed(decision)
+    assert event["type"] == "conversation" and event["conversation_id"] == "c1"
+    assert (event["status"], event["skill"], event["last_seq"]) == ("queued", "billing", 3)
+
+
+def test_agents_hear_status_and_assignee_changes_only() -> None:
+    """A close or an assignment is in the feed; a plain message is not."""
+    conv = _conv()
+    closed = decide.close(conv, _cmd("close", "a1", "agent"), NOW, "id-9")
+    decide.tell_agents(conv, closed)
+    assert [e["status"] for e in _feed(closed)] == ["closed"]
+    message = decide.send_message(conv, _cmd(), NOW, "id-8")
+    decide.tell_agents(conv, message)
+    assert _feed(message) == []
+    queued = _conv(Status.QUEUED, assignee=None)
+    assigned = decide.assign(queued, _cmd("assign", "router", "router", to_agent="a2",
+                                          reason={}), NOW, "id-7", VISITOR_CARD)
+    decide.tell_agents(queued, assigned)
+    assert [(e["status"], e["assignee"]) for e in _feed(assigned)] == [("assigned", "a2")]
+
+
+def test_the_feed_never_carries_message_text() -> None:
+    """Feed events describe the conversation, never what anyone wrote."""
+    decision = _open()
+    decide.tell_agents(None, decision)
+    assert "hello" not in json.dumps(_feed(decision))

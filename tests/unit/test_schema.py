@@ -41,6 +41,8 @@ VALID_FRAMES: list[tuple[dict[str, Any], type[Any]]] = [
     ({"type": "transfer", "conversation_id": "c1", "to_agent": "a2"}, schema.Transfer),
     ({"type": "transfer", "conversation_id": "c1", "to_skill": "billing"}, schema.Transfer),
     ({"type": "close", "conversation_id": "c1"}, schema.Close),
+    ({"type": "note", "conversation_id": "c1", "client_msg_id": "n1", "text": "VIP"},
+     schema.NoteFrame),
 ]
 
 
