@@ -79,6 +79,8 @@ def serve(args: argparse.Namespace) -> int:
         assert runtime.secrets is not None
         ws_url = runtime.url.replace("http", "ws", 1) + "/v1/ws"
         print(f"raydesk is up: {runtime.url}\n"
+              f"  console     {runtime.url}/console/  (agents log in here)\n"
+              f"  demo shop   {runtime.url}/demo  (the customer widget, embedded)\n"
               f"  WebSocket   {ws_url}\n"
               f"  REST API    {runtime.url}/v1  (OpenAPI: {runtime.url}/docs)\n"
               f"  health      {runtime.url}/healthz", flush=True)
