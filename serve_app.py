@@ -53,6 +53,8 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         # Chat frames are small: compressing them cost more CPU than it saved bytes.
         ws_per_message_deflate=False,
         lifespan="off",
+        proxy_headers=bool(settings.config.server.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.config.server.trusted_proxies) or None,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=2,

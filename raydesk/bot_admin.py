@@ -24,6 +24,7 @@ from ray import serve
 
 from models.base import Analysis
 from models.loader import resolve
+from models.policy import wants_human
 from raydesk import store as keys
 from raydesk.auth import Bearer
 from raydesk.config import bot_policy
@@ -68,7 +69,12 @@ def add_bot_routes(app: FastAPI, core: Any) -> None:
     async def import_faq(body: FaqImport, token: Bearer) -> FaqReplaced:
         """A CSV or YAML file's text (the console's upload), parsed like the CLI's."""
         core.tokens.require_admin(token)
-        return await store_faq(parse_faq(body.content, body.format, "file"))
+        faq = parse_faq(body.content, body.format, "file")
+        if not faq.items:
+            # An upload of the wrong file must not wipe the FAQ; PUT [] clears it on purpose.
+            raise BadRequest("file: holds no FAQ items (to clear the FAQ, PUT /v1/faq "
+                             "with no items)")
+        return await store_faq(faq)
 
     @app.get("/v1/faq", response_model=FaqList)
     async def faq(token: Bearer) -> FaqList:
@@ -83,15 +89,18 @@ def add_bot_routes(app: FastAPI, core: Any) -> None:
         core.tokens.require_admin(token)
         if not bot.enabled:
             raise Conflict("the bot is off (bot.enabled in the config)")
-        try:
-            [analysis] = await asyncio.wait_for(assistant().analyze.remote([body.text]),
-                                                bot.timeout_s)
-        except Exception as exc:
-            raise Unavailable("the bot's model is not running, try again") from exc
-        turn = policy.decide(body.text, Analysis.from_dict(analysis), 0)
+        analysis: dict[str, Any] | None = None
+        if not wants_human(body.text):  # as in a conversation: no model for that
+            try:
+                [analysis] = await asyncio.wait_for(
+                    assistant().analyze.remote([body.text]), bot.timeout_s)
+            except Exception as exc:
+                raise Unavailable("the bot's model is not running, try again") from exc
+        turn = policy.decide(body.text, Analysis.from_dict(analysis) if analysis else None, 0)
         return BotTestResult(action=turn.action, text=turn.text, intent=turn.intent,
                              faq_id=turn.faq_id, confidence=turn.confidence,
-                             reason=turn.reason, model_version=analysis.get("model_version"))
+                             reason=turn.reason,
+                             model_version=analysis.get("model_version") if analysis else None)
 
     async def store_faq(body: FaqReplace) -> FaqReplaced:
         ids = [item.id for item in body.items]

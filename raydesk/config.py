@@ -35,6 +35,10 @@ class ServerConfig(_Section):
     # docs/explanation/architecture.md). "serve_proxy": through Serve's HTTP proxy, which
     # RAY_SERVE_ENABLE_HA_PROXY=1 or RAY_SERVE_ENABLE_DIRECT_INGRESS=1 change further.
     ingress: Literal["reuseport", "serve_proxy"] = "reuseport"
+    # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed
+    # (the visitor's IP in the console, the demo page's origin). Empty: none, the TCP
+    # peer is the client. E.g. ["127.0.0.1"] behind nginx on the same host.
+    trusted_proxies: list[str] = []
 
 
 class StoreConfig(_Section):

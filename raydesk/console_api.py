@@ -54,7 +54,7 @@ redis.call('RPUSH', KEYS[2], ARGV[2])
 return {1, ARGV[2]}
 """
 
-# A shortcut is unique in its team. KEYS: 1 replies hash, 2 shortcut index.
+# A shortcut is unique in its team, whatever its case. KEYS: 1 replies hash, 2 shortcut index.
 # ARGV: 1 id, 2 shortcut, 3 the reply (JSON).
 _ADD_CANNED = """
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[1]) == 0 then return 0 end
@@ -199,8 +199,8 @@ def add_console_routes(app: FastAPI, core: Any) -> None:
                             text=body.text)
         added = await core.store.call(
             "EVAL", _ADD_CANNED, 2, keys.canned_key(team), keys.canned_shortcuts_key(team),
-            reply.id, reply.shortcut, json.dumps({"shortcut": reply.shortcut,
-                                                   "text": reply.text}))
+            reply.id, reply.shortcut.lower(), json.dumps({"shortcut": reply.shortcut,
+                                                           "text": reply.text}))
         if not int(added):
             raise Conflict(f"a canned reply /{body.shortcut} exists in your team")
         return reply
@@ -213,6 +213,6 @@ def add_console_routes(app: FastAPI, core: Any) -> None:
             raise NotFound(f"canned reply {reply_id} not found")
         shortcut = json.loads(stored)["shortcut"]
         await core.store.pipeline([("HDEL", keys.canned_key(team), reply_id),
-                                   ("HDEL", keys.canned_shortcuts_key(team), shortcut)],
+                                   ("HDEL", keys.canned_shortcuts_key(team), shortcut.lower())],
                                   atomic=True)
         return Response(status_code=204)

@@ -78,7 +78,8 @@ def add_web_routes(app: FastAPI, web_dir: Path = WEB_DIR) -> None:
     for name, files in top_level.items():
         serve_file(name, files)
 
-    @app.get("/demo", include_in_schema=False, response_class=HTMLResponse)
+    @app.api_route("/demo", methods=["GET", "HEAD"], include_in_schema=False,
+                   response_class=HTMLResponse)
     async def demo(request: Request) -> HTMLResponse:
         """The demo shop, with the embed tag pointing at the origin it was loaded from."""
         try:

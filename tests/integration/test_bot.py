@@ -289,3 +289,40 @@ async def test_shard_killed_before_the_bot_replied(api: Api, connect: Any, faq: 
     await asyncio.sleep(2 * RECOVERY_EVERY_S)  # a second, duplicate turn would be here
     replies = [m for m in customer.messages(cid) if m["seq"] > ack["seq"]]
     assert [m["seq"] for m in replies] == [ack["seq"] + 1]
+
+
+async def test_the_test_box_says_what_the_bot_would_do(api: Api, faq: list[Any]) -> None:
+    """POST /v1/bot/test answers an FAQ question with its id and hands off a request for a
+    person without asking the model; it stores nothing."""
+    answer = await api.http.post("/v1/bot/test", json={"text": "I forgot my password"},
+                                 headers=_admin(api))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["action"], body["faq_id"]) == ("answer", "reset")
+    assert body["text"] == FAQ[0]["answer"] and body["model_version"]
+    human = (await api.http.post("/v1/bot/test", json={"text": "转人工"},
+                                 headers=_admin(api))).json()
+    assert (human["action"], human["reason"], human["model_version"]) == (
+        "handoff", "requested", None)
+    unanswered = (await api.http.get("/v1/bot/unanswered", headers=_admin(api))).json()
+    assert "转人工" not in str(unanswered)
+    agent = await api.agent()
+    refused = await api.http.post("/v1/bot/test", json={"text": "hi"},
+                                  headers={"Authorization": f"Bearer {agent['token']}"})
+    assert refused.status_code == 403
+
+
+async def test_faq_import_from_the_console_reindexes(api: Api, faq: list[Any]) -> None:
+    """A CSV uploaded through POST /v1/faq/import replaces the FAQ (listed by GET /v1/faq)
+    and the bot answers from it at once."""
+    csv_text = ("id,question,answer,alternates\n"
+                "refund,How do I get a refund?,Refunds take 5 days.,money back|refund me\n")
+    response = await api.http.post("/v1/faq/import", headers=_admin(api),
+                                   json={"format": "csv", "content": csv_text})
+    assert response.json() == {"count": 1, "indexed": True}
+    listed = (await api.http.get("/v1/faq", headers=_admin(api))).json()["items"]
+    assert [(i["id"], i["alternates"]) for i in listed] == [
+        ("refund", ["money back", "refund me"])]
+    body = (await api.http.post("/v1/bot/test", json={"text": "I want my money back"},
+                                headers=_admin(api))).json()
+    assert (body["action"], body["faq_id"]) == ("answer", "refund")

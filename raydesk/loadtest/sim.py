@@ -1,0 +1,482 @@
+"""Simulated customers and agents: real WebSockets speaking PROTOCOL.md.
+
+A :class:`Customer` says ``hello``, sends messages when the open-loop schedule tells it to
+(never waiting for the previous ack), and checks what it receives. An :class:`Agent` says
+``hello``, goes online, takes what the router ``assigned`` it (syncing the history like the
+console does), and answers each customer message after a delay. Both ping every
+``heartbeat_s``, record latencies into the shared :class:`Env`'s recorder, keep a
+:class:`~raydesk.loadtest.checker.Stream` per conversation for the exactly-once check, and
+reconnect, sync and resend with the same ``client_msg_id`` when the server closes them
+(PROTOCOL.md "Reconnecting"), counting the close code.
+
+Latencies across processes: a ``client_msg_id`` carries its send time (wall clock, µs), so
+whichever process receives the message computes send -> delivery without shared state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from raydesk.loadtest.checker import Ack, Role, Stream
+from raydesk.loadtest.metrics import Recorder
+from raydesk.loadtest.texts import Phrasebook
+
+log = logging.getLogger("raydesk.loadtest")
+
+Frame = dict[str, Any]
+# Long enough for a loaded server to answer hello; a stuck handshake is an error.
+HANDSHAKE_TIMEOUT_S = 30.0
+# Reconnect back-off (PROTOCOL.md section 9): 0.5 s doubling, +-20 %.
+BACKOFF_S = 0.5
+
+
+def stamp_of(client_msg_id: str) -> float | None:
+    """The send time (wall clock, s) a load-test ``client_msg_id`` carries, else None."""
+    head, _, micros = client_msg_id.rpartition(".")
+    if not head.startswith("lt") or not micros.isdigit():
+        return None
+    return int(micros) / 1e6
+
+
+@dataclass
+class Env:
+    """What every connection of one load-generating process shares."""
+
+    ws_url: str
+    worker: int
+    run_id: str
+    agent_delay_s: float = 1.0
+    late_s: float = 0.05
+    echo: bool = False
+    reconnects: int = 3
+    # Whether queued conversations will get an agent (settling waits for it).
+    agents_expected: bool = True
+    recorder: Recorder = field(default_factory=lambda: Recorder(time.time(), 1.0))
+    # The wall-clock span whose sends the current step measures.
+    step_from: float = float("inf")
+    step_until: float = float("inf")
+    # After the run: message frames are the final sync's, not live deliveries.
+    final: bool = False
+    errors: Counter[str] = field(default_factory=Counter)
+    frames_in: Counter[str] = field(default_factory=Counter)
+    acks: list[Ack] = field(default_factory=list)
+    replies_due: int = 0
+    last_delivery: float = 0.0
+    rng: random.Random = field(default_factory=lambda: random.Random(1))
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def client_msg_id(self, wall: float) -> str:
+        return f"lt{self.worker}.{next(self._ids)}.{int(wall * 1e6)}"
+
+    def in_step(self, wall: float) -> bool:
+        return self.step_from <= wall < self.step_until
+
+
+class Connection:
+    """One WebSocket of a simulated participant."""
+
+    role: Role = "customer"
+
+    def __init__(self, env: Env, token: str) -> None:
+        self.env = env
+        self.token = token
+        self.id = ""
+        self.ws: ClientConnection | None = None
+        self.heartbeat_s = 30.0
+        self.last_sent = 0.0
+        self.streams: dict[str, Stream] = {}
+        # client_msg_id -> (perf_counter at send, wall at send, frame): until acked.
+        self.pending: dict[str, tuple[float, float, Frame]] = {}
+        self.syncs = 0
+        self.synced = asyncio.Event()
+        self._closing = False
+        self._reconnects = 0
+        self._reader: asyncio.Task[None] | None = None
+
+    # --- connecting -----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.ws = await websockets.connect(self.env.ws_url, max_size=None, ping_interval=None,
+                                           compression=None, open_timeout=HANDSHAKE_TIMEOUT_S,
+                                           close_timeout=2)
+        await self._send({"type": "hello", "token": self.token})
+        welcome = json.loads(await asyncio.wait_for(self.ws.recv(), HANDSHAKE_TIMEOUT_S))
+        if self.env.echo:  # the echo server returns the hello: that is its welcome
+            welcome = {"type": "welcome", "id": f"echo{id(self)}", "conversations": [],
+                       "heartbeat_s": 30}
+        if welcome.get("type") != "welcome":
+            await self.ws.close()
+            raise ConnectionError(f"hello refused: {welcome}")
+        self.id = welcome["id"]
+        self.heartbeat_s = float(welcome["heartbeat_s"])
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        await self.on_welcome(welcome)
+
+    async def on_welcome(self, welcome: Frame) -> None:
+        """After a reconnect: sync every known stream from its last contiguous seq, then
+        resend what was not acknowledged (PROTOCOL.md section 9)."""
+        for stream in list(self.streams.values()):
+            if stream.end is None:
+                await self.sync(stream.conversation_id, stream.contiguous())
+        for cmid, (perf, wall, frame) in list(self.pending.items()):
+            if "conversation_id" not in frame and self.conversation_of(cmid):
+                frame["conversation_id"] = self.conversation_of(cmid)
+            self.pending[cmid] = (perf, wall, frame)
+            await self._send(frame)
+
+    def conversation_of(self, client_msg_id: str) -> str | None:
+        return None
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        env = self.env
+        try:
+            async for text in self.ws:
+                frame = json.loads(text)
+                kind = frame.get("type", "?")
+                env.frames_in[kind] += 1
+                env.recorder.count("frames_in", time.time())
+                handler = _HANDLERS.get(kind)
+                if handler is not None:
+                    handler(self, frame)
+        except websockets.ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("load test: %s %s: reading failed", self.role, self.id)
+            env.errors["client_error"] += 1
+        code = self.ws.close_code
+        if self._closing:
+            return
+        env.errors[f"close_{code}"] += 1
+        if self._reconnects < env.reconnects:
+            self._reconnects += 1
+            asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        while not self._closing:
+            delay = BACKOFF_S * 2 ** (self._reconnects - 1)
+            await asyncio.sleep(delay * self.env.rng.uniform(0.8, 1.2))
+            try:
+                await self.open()
+                return
+            except (OSError, websockets.WebSocketException, ConnectionError, TimeoutError):
+                self.env.errors["reconnect_failed"] += 1
+            if self._reconnects >= self.env.reconnects:
+                return
+            self._reconnects += 1
+
+    async def close(self) -> None:
+        self._closing = True
+        if self.ws is not None:
+            with contextlib.suppress(websockets.WebSocketException, OSError):
+                await self.ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    @property
+    def open_(self) -> bool:
+        return self.ws is not None and self.ws.close_code is None and not self._closing
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def _send(self, frame: Frame) -> bool:
+        if self.ws is None:
+            return False
+        try:
+            await self.ws.send(json.dumps(frame))
+        except websockets.ConnectionClosed:
+            self.env.errors["send_on_closed"] += 1
+            return False
+        now = time.time()
+        self.last_sent = now
+        self.env.recorder.count("frames_out", now)
+        return True
+
+    async def send_message(self, text: str, conversation_id: str | None) -> None:
+        """A durable message with a fresh ``client_msg_id`` carrying its send time."""
+        now = time.time()
+        cmid = self.env.client_msg_id(now)
+        frame: Frame = {"type": "send", "client_msg_id": cmid, "text": text}
+        if conversation_id is not None:
+            frame["conversation_id"] = conversation_id
+        self.pending[cmid] = (time.perf_counter(), now, frame)
+        if self.env.in_step(now):
+            self.env.recorder.count(f"sent_{self.role}", now)
+        await self._send(frame)
+
+    async def ping_if_idle(self, now: float) -> None:
+        if self.open_ and now - self.last_sent >= self.heartbeat_s:
+            await self._send({"type": "ping"})
+
+    async def sync(self, conversation_id: str, since: int) -> None:
+        stream = self.streams.get(conversation_id)
+        if stream is not None:
+            stream.syncs_in_flight += 1
+        self.syncs += 1
+        self.synced.clear()
+        if not await self._send({"type": "sync", "conversation_id": conversation_id,
+                                 "since": since}):
+            self._sync_done(stream)
+
+    def _sync_done(self, stream: Stream | None) -> None:
+        if stream is not None and stream.syncs_in_flight:
+            stream.syncs_in_flight -= 1
+        self.syncs = max(0, self.syncs - 1)
+        if not self.syncs:
+            self.synced.set()
+
+    async def final_sync(self) -> None:
+        """After the run: fetch every stream's seqs past its last contiguous live one."""
+        for stream in list(self.streams.values()):
+            await self.sync(stream.conversation_id, stream.contiguous())
+        if not self.syncs:
+            self.synced.set()
+
+    # --- receiving --------------------------------------------------------------------------
+
+    def on_ack(self, frame: Frame) -> None:
+        sent = self.pending.pop(frame["client_msg_id"], None)
+        if sent is None:
+            return
+        perf, wall, _ = sent
+        env = self.env
+        if not env.echo:
+            env.acks.append(Ack(frame["conversation_id"], frame["seq"],
+                                f"{self.id}/{frame['client_msg_id']}"))
+        if env.in_step(wall):
+            env.recorder.latency("ack", time.perf_counter() - perf, wall)
+            env.recorder.count("acked", wall)
+
+    def on_error(self, frame: Frame) -> None:
+        self.env.errors[str(frame.get("code"))] += 1
+        ref = frame.get("ref")
+        if ref is not None and ref in self.pending:
+            _, wall, _ = self.pending.pop(ref)
+            self.env.recorder.count("refused", wall)
+
+    def on_synced(self, frame: Frame) -> None:
+        stream = self.streams.get(frame["conversation_id"])
+        if frame.get("more") and stream is not None:
+            seen = max([stream.highest, *stream.late, *stream.origins, 0])
+            asyncio.get_running_loop().create_task(self.sync(stream.conversation_id, seen))
+        self.after_synced(frame, stream)
+        self._sync_done(stream)
+
+    def after_synced(self, frame: Frame, stream: Stream | None) -> None:
+        pass
+
+    def on_message(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    def stream(self, conversation_id: str, start: int) -> Stream:
+        stream = self.streams.get(conversation_id)
+        if stream is None:
+            stream = self.streams[conversation_id] = Stream(self.id, self.role,
+                                                            conversation_id, start=start)
+        return stream
+
+    def deliver(self, stream: Stream, frame: Frame) -> tuple[bool, float | None]:
+        """Note a message frame in its stream: (first live arrival?, the send time its
+        client_msg_id carries)."""
+        cmid = frame.get("client_msg_id")
+        origin = f"{frame['sender']['id']}/{cmid}" if cmid else None
+        self.env.last_delivery = time.time()
+        if self.env.final:
+            stream.on_final(frame["seq"], origin)
+            return False, None
+        first = stream.on_live(frame["seq"], origin)
+        return first, stamp_of(cmid) if cmid else None
+
+    def latency_since(self, name: str, sent: float | None) -> None:
+        if sent is not None and self.env.in_step(sent):
+            self.env.recorder.latency(name, time.time() - sent, sent)
+
+
+class Customer(Connection):
+    """A visitor: one conversation at a time, messages from the phrasebook."""
+
+    role: Role = "customer"
+
+    def __init__(self, env: Env, token: str, phrases: Phrasebook) -> None:
+        super().__init__(env, token)
+        self.phrases = phrases
+        self.conversation: str | None = None
+        self.status: str | None = None
+        self.kinds: Counter[str] = Counter()
+        # Send times of messages the bot owes a turn, oldest first.
+        self.bot_owes: deque[float] = deque()
+
+    @property
+    def settled(self) -> bool:
+        """Its conversation is open and waits for nobody: acked, the bot answered, and an
+        agent holds it (when agents are expected)."""
+        if self.conversation is None or self.pending or self.bot_owes:
+            return False
+        return self.env.echo or self.status != "queued" or not self.env.agents_expected
+
+    def conversation_of(self, client_msg_id: str) -> str | None:
+        return self.conversation
+
+    async def say(self) -> None:
+        kind, text = self.phrases.pick()
+        self.kinds[kind] += 1
+        if self.status in (None, "bot") and not self.env.echo:
+            self.bot_owes.append(time.time())
+        await self.send_message(text, self.conversation)
+
+    async def close_conversation(self) -> None:
+        if self.conversation is not None and self.status != "closed" and self.open_:
+            await self._send({"type": "close", "conversation_id": self.conversation})
+
+    def on_ack(self, frame: Frame) -> None:
+        if self.env.echo:  # the echo server returns the send frame itself
+            frame = {**frame, "conversation_id": "echo", "seq": 0}
+        if frame["client_msg_id"] in self.pending:
+            self.conversation = frame["conversation_id"]
+        super().on_ack(frame)
+
+    def on_message(self, frame: Frame) -> None:
+        stream = self.stream(frame["conversation_id"], 1)
+        first, sent = self.deliver(stream, frame)
+        if self.env.final:
+            return
+        role = frame["sender"]["role"]
+        if role == "agent":
+            if first:
+                self.latency_since("agent_to_customer", sent)
+        elif role == "bot":
+            if first and self.bot_owes:
+                self.latency_since("bot_reply", self.bot_owes.popleft())
+        elif role == "system" and first:
+            self._on_event(frame.get("event") or {})
+
+    def _on_event(self, event: Frame) -> None:
+        kind = event.get("kind")
+        if kind == "opened":
+            self.status = event.get("status")
+            if self.status != "bot":
+                self.bot_owes.clear()
+        elif kind == "handoff":
+            if self.bot_owes:
+                self.latency_since("bot_reply", self.bot_owes.popleft())
+            self.bot_owes.clear()
+            self.status = "queued"
+        elif kind in ("queued", "assigned", "closed"):
+            self.status = kind
+
+
+class Agent(Connection):
+    """An agent: online, answers every customer message of its conversations after
+    ``env.agent_delay_s`` (uniformly 0.5x to 1.5x)."""
+
+    role: Role = "agent"
+
+    def __init__(self, env: Env, token: str) -> None:
+        super().__init__(env, token)
+        self.mine: set[str] = set()
+        self.foreign: set[str] = set()
+        # The last customer message seen before the agent got the conversation.
+        self._history_ask: dict[str, int] = {}
+
+    async def on_welcome(self, welcome: Frame) -> None:
+        await self._send({"type": "presence", "status": "online"})
+        await super().on_welcome(welcome)
+
+    def on_assigned(self, frame: Frame) -> None:
+        cid = frame["conversation_id"]
+        attributes = (frame.get("visitor") or {}).get("attributes") or {}
+        if attributes.get("loadtest") != self.env.run_id:
+            # Not this run's: left alone (the router requeues it once we are gone).
+            self.foreign.add(cid)
+            self.streams.pop(cid, None)
+            self.env.recorder.count("foreign_assigned", time.time())
+            return
+        self.mine.add(cid)
+        stream = self.stream(cid, frame["last_seq"])
+        stream.start, stream.end = frame["last_seq"], None
+        # What came before the assignment, as the console fetches it.
+        asyncio.get_running_loop().create_task(self.sync(cid, 0))
+
+    def on_message(self, frame: Frame) -> None:
+        cid = frame["conversation_id"]
+        if cid in self.foreign:
+            return
+        stream = self.stream(cid, frame["seq"])
+        first, sent = self.deliver(stream, frame)
+        if self.env.final:
+            return
+        role = frame["sender"]["role"]
+        if role == "customer":
+            if frame["seq"] < stream.start:
+                self._history_ask[cid] = max(frame["seq"], self._history_ask.get(cid, 0))
+            elif first:
+                self.latency_since("customer_to_agent", sent)
+                self._answer_later(cid)
+        elif role == "system":
+            event = frame.get("event") or {}
+            if event.get("from_agent") == self.id and event.get("kind") in (
+                    "queued", "transferred"):
+                stream.end = frame["seq"]  # no longer ours from here on
+                self.mine.discard(cid)
+
+    def after_synced(self, frame: Frame, stream: Stream | None) -> None:
+        cid = frame["conversation_id"]
+        if not self.env.final and self._history_ask.pop(cid, None) is not None:
+            self._answer_later(cid)
+
+    def _answer_later(self, cid: str) -> None:
+        env = self.env
+        delay = env.agent_delay_s * env.rng.uniform(0.5, 1.5)
+        env.replies_due += 1
+        loop = asyncio.get_running_loop()
+        planned = time.time() + delay
+        loop.call_later(delay, lambda: loop.create_task(self._answer(cid, planned)))
+
+    async def _answer(self, cid: str, planned: float) -> None:
+        env = self.env
+        try:
+            now = time.time()
+            if env.in_step(planned):
+                env.recorder.latency("send_lag", max(0.0, now - planned), planned)
+                if now - planned > env.late_s:
+                    env.recorder.count("late", planned)
+            if cid in self.mine and self.open_:
+                await self.send_message("Thanks for waiting: let me check that for you.", cid)
+        finally:
+            env.replies_due -= 1
+
+
+def _assigned(connection: Connection, frame: Frame) -> None:
+    if isinstance(connection, Agent):
+        connection.on_assigned(frame)
+
+
+def _echoed(connection: Connection, frame: Frame) -> None:
+    if connection.env.echo:
+        connection.on_ack(frame)
+
+
+# By frame type; anything else (queue, typing, read, pong, the agents' conversation feed)
+# is only counted.
+_HANDLERS: dict[str, Callable[[Connection, Frame], None]] = {
+    "ack": lambda connection, frame: connection.on_ack(frame),
+    "message": lambda connection, frame: connection.on_message(frame),
+    "error": lambda connection, frame: connection.on_error(frame),
+    "synced": lambda connection, frame: connection.on_synced(frame),
+    "assigned": _assigned,
+    "send": _echoed,
+}
