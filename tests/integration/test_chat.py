@@ -161,7 +161,9 @@ async def test_queue_positions_and_release_on_close(api: Api, connect: Any,
     assert closed["event"]["by"] == agent["agent_id"]
     await agent_ws.expect_type("assigned", conversation_id=cid2)
     moved_up = await third.expect(lambda f: f["type"] == "queue", after=mark)
-    assert moved_up == {"type": "queue", "conversation_id": cid3, "position": 1}
+    assert moved_up == {"type": "queue", "conversation_id": cid3, "position": 1,
+                        "agents_online": moved_up["agents_online"]}
+    assert moved_up["agents_online"] >= 1
     # A closed conversation takes no more messages from the agent.
     await agent_ws.send_frame({"type": "send", "client_msg_id": "late", "conversation_id":
                                cid1, "text": "one more thing"})
