@@ -1,4 +1,4 @@
-"""The README's "first chat in five minutes" snippet runs as written."""
+"""The README's "first chat over the protocol" snippet runs as written."""
 
 from __future__ import annotations
 
