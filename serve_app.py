@@ -6,7 +6,10 @@ over the replicas of a node. Frames never cross Serve's HTTP proxy, which measur
 ~2 ms of CPU per WebSocket frame against ~0.05 ms for bare uvicorn
 (docs/explanation/architecture.md has the figures and the choice).
 
-``raydesk serve`` builds the application with :func:`gateway_app`.
+``raydesk serve`` builds the application with :func:`gateway_app`. ``serve deploy
+serve_config.yaml`` builds both of raydesk's applications with :func:`gateway_from_config`
+and :func:`assistant_from_config`, from the settings of the raydesk already running in the
+cluster (docs/how-to/deploy.md).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
+import uuid
 from typing import Any
 
 import uvicorn
@@ -22,8 +27,9 @@ from ray.serve import Application
 
 from models.base import FaqItem, Model
 from models.loader import load_model
+from raydesk import metrics, tracing
 from raydesk import store as keys
-from raydesk.config import BotConfig
+from raydesk.config import Config
 from raydesk.gateway import create_app
 from raydesk.schema import FaqReplace, ModelChoice
 from raydesk.settings import ASSISTANT_DEPLOYMENT, Settings
@@ -56,6 +62,7 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         proxy_headers=bool(settings.config.server.trusted_proxies),
         forwarded_allow_ips=",".join(settings.config.server.trusted_proxies) or None,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through raydesk's format (raydesk.logs)
         access_log=False,
         timeout_graceful_shutdown=2,
     )
@@ -70,7 +77,7 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
 )
 class Gateway:
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
-        logging.basicConfig(level=settings.config.log_level)
+        tracing.setup(settings.config, "gateway")
         self._settings = settings
         self._app, self._core = create_app(settings)
         server_config = settings.config.server
@@ -112,7 +119,7 @@ class ProxiedGateway:
     """
 
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
-        logging.basicConfig(level=settings.config.log_level)
+        tracing.setup(settings.config, "gateway")
         self._app, self._core = create_app(settings)
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -154,20 +161,29 @@ class Assistant:
     the store: a replica re-indexes when the store's FAQ version moves.
     """
 
-    def __init__(self, store_url: str, store_password: str | None, bot: BotConfig) -> None:
-        logging.basicConfig(level=logging.INFO)
+    def __init__(self, store_url: str, store_password: str | None, config: Config) -> None:
+        tracing.setup(config, "bot")
+        bot = config.bot
         self._store = Store(store_url, store_password)
         self._model: Model | None = None
         self._choice: ModelChoice | None = None
         self._faq_version: str | None = None
         self._faq_count = 0
         self._swap = asyncio.Lock()
+        self._metrics = metrics.Publisher(self._store, "bot", f"b{uuid.uuid4().hex[:8]}",
+                                          refresh=self._refresh_metrics)
         self._analyze_together.set_max_batch_size(  # type: ignore[attr-defined]
             bot.max_batch_size)
         self._analyze_together.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
             bot.batch_wait_ms / 1000)
 
+    def _refresh_metrics(self) -> None:
+        metrics.BOT_MODEL.clear()
+        if self._choice is not None:
+            metrics.BOT_MODEL.labels(self._choice.model, self._choice.version).set(1)
+
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self._metrics.start()  # Serve calls this first, on the replica's event loop
         choice = ModelChoice.model_validate(user_config, strict=False)
         async with self._swap:
             try:
@@ -235,7 +251,10 @@ class Assistant:
         model = self._model
         assert model is not None
         texts = [text for request in requests for text in request]
+        started = time.perf_counter()
         analyses = await asyncio.to_thread(model.analyze, texts)
+        metrics.BOT_INFERENCE.observe(time.perf_counter() - started)
+        metrics.BOT_BATCH.observe(len(texts))
         flat = [{**a.to_dict(), "model_version": model.version} for a in analyses]
         out, start = [], 0
         for request in requests:
@@ -254,5 +273,48 @@ def assistant_app(settings: Settings, choice: ModelChoice) -> Application:
     deployment: Any = Assistant
     app: Application = deployment.options(
         num_replicas=bot.replicas, user_config=choice.model_dump()).bind(
-        settings.store_url, settings.store_password, bot)
+        settings.store_url, settings.store_password, settings.config)
     return app
+
+
+# --- application builders for `serve deploy` (serve_config.yaml) --------------------------
+
+# The builders' `args` in serve_config.yaml, and their defaults.
+DEPLOY_ARGS = {
+    # The cluster.namespace of the raydesk whose applications these are.
+    "namespace": "raydesk",
+    # How long a build waits for that raydesk to start (`raydesk serve --address auto`),
+    # e.g. when KubeRay deploys serveConfigV2 while the head container still starts it.
+    "wait_s": 300.0,
+}
+
+
+def _deployed_settings(args: dict[str, Any]) -> Settings:
+    """The settings of the raydesk that ``args`` name, as it published them: the config,
+    the store it uses and its secrets, which serve deploy cannot know otherwise (the
+    embedded store's port, generated secrets, the shard count it chose)."""
+    unknown = sorted(set(args) - set(DEPLOY_ARGS))
+    if unknown:
+        raise ValueError(f"args: unknown key(s) {unknown}; allowed: {sorted(DEPLOY_ARGS)}")
+    namespace = str(args.get("namespace", DEPLOY_ARGS["namespace"]))
+    wait_s = float(args.get("wait_s", DEPLOY_ARGS["wait_s"]))
+    from raydesk.runtime import published_settings
+
+    return published_settings(namespace, wait_s)
+
+
+def gateway_from_config(args: dict[str, Any]) -> Application:
+    """``serve deploy`` builder of the gateways' application (``raydesk``): the one
+    ``raydesk serve`` deploys, ``server.gateway_replicas`` replicas unless the config file
+    says otherwise."""
+    return gateway_app(_deployed_settings(args))
+
+
+def assistant_from_config(args: dict[str, Any]) -> Application:
+    """``serve deploy`` builder of the bot's application (``raydesk-bot``). The config
+    file's ``user_config`` of the ``Assistant`` deployment chooses the model; without one,
+    the model is the one ``raydesk serve`` would load."""
+    from raydesk.runtime import chosen_model
+
+    settings = _deployed_settings(args)
+    return assistant_app(settings, chosen_model(settings))

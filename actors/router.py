@@ -18,6 +18,7 @@ import math
 import time
 from typing import Any
 
+from raydesk import metrics, tracing
 from raydesk import store as keys
 from raydesk.config import DEFAULT_PARTITION
 from raydesk.conversation import Conversation
@@ -47,7 +48,7 @@ def _now_ms() -> int:
 
 class Router:
     def __init__(self, settings: Settings, partition: str = DEFAULT_PARTITION) -> None:
-        logging.basicConfig(level=settings.config.log_level)
+        tracing.setup(settings.config, f"router {partition}")
         self._settings = settings
         self._store = Store(settings.store_url, settings.store_password)
         self._shards = ShardClient(settings.shard_names, settings.namespace)
@@ -75,6 +76,10 @@ class Router:
         self._leases: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
+        # Queued conversation -> (when it was queued, its skill): its wait, for metrics.
+        self._queued_at: dict[str, tuple[int, str | None]] = {}
+        self._metrics = metrics.Publisher(self._store, "router", partition,
+                                          refresh=self._refresh_metrics)
 
     async def ready(self) -> bool:
         await self._ensure_started()
@@ -88,6 +93,7 @@ class Router:
         """
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+            self._metrics.start()
             async with self._lock:
                 await self._reconcile()
 
@@ -194,6 +200,7 @@ class Router:
             reply = await self._shards.submit(command)
             if to_agent:
                 self._agents[to_agent].load += 1
+            metrics.TRANSFERS.labels(self._partition, "agent" if to_agent else "skill").inc()
             return reply
 
     async def set_presence(self, agent_id: str, status: str) -> None:
@@ -290,10 +297,12 @@ class Router:
         """Queue a conversation from its stored state (skill, priority, front flag)."""
         conv = Conversation.from_state(cid, state)
         self._customers[cid] = conv.customer
-        self._queue.push(cid, conv.skill, ts, conv.queue_priority)
+        if self._queue.push(cid, conv.skill, ts, conv.queue_priority):
+            self._queued_at[cid] = (ts, conv.skill)
 
     def _forget(self, cid: str) -> None:
         self._queue.remove(cid)
+        self._queued_at.pop(cid, None)
         self._avoid.pop(cid, None)
         self._customers.pop(cid, None)
         self._told_positions.pop(cid, None)
@@ -316,10 +325,46 @@ class Router:
         except BaseException:
             slot.load -= 1  # it stays queued
             raise
+        queued = self._queued_at.get(cid)
         self._forget(cid)
         slot.idle_since = _now_ms()
         log.info("conversation %s assigned to agent %s (%s)", cid, slot.agent_id, reason)
+        metrics.ASSIGNMENTS.labels(
+            self._partition, "accept" if reason.get("by") == "accept" else "router").inc()
+        if queued is not None:
+            metrics.QUEUE_WAIT.labels(self._partition, self._skill_label(
+                queued[1], self._known_skills())).observe(max(0, _now_ms() - queued[0]) / 1000)
         return reply
+
+    def _known_skills(self) -> set[str]:
+        return set(self._routing.inbox_skills.values()).union(
+            *(slot.skills for slot in self._agents.values()))
+
+    @staticmethod
+    def _skill_label(skill: str | None, known: set[str]) -> str:
+        """A skill as a metric label. A visitor may name any skill: only those agents or the
+        config have become label values, so the series stay few."""
+        if not skill:
+            return "none"
+        return skill if skill in known else "other"
+
+    def _refresh_metrics(self) -> None:
+        """The gauges: the queue by skill; agents, their load and limits by presence."""
+        partition, known = self._partition, self._known_skills()
+        for gauge in (metrics.QUEUE_LENGTH, metrics.AGENTS, metrics.AGENT_CHATS,
+                      metrics.AGENT_CAPACITY):
+            gauge.clear()
+        for skill in (None, *known):  # zeros too: a panel shows 0, not "no data"
+            metrics.QUEUE_LENGTH.labels(partition, self._skill_label(skill, known))
+        for _, skill in self._queue.ordered():
+            metrics.QUEUE_LENGTH.labels(partition, self._skill_label(skill, known)).inc()
+        for presence in PRESENCE_RANK:
+            for gauge in (metrics.AGENTS, metrics.AGENT_CHATS, metrics.AGENT_CAPACITY):
+                gauge.labels(partition, presence)
+        for slot in self._agents.values():
+            metrics.AGENTS.labels(partition, slot.presence).inc()
+            metrics.AGENT_CHATS.labels(partition, slot.presence).inc(slot.load)
+            metrics.AGENT_CAPACITY.labels(partition, slot.presence).inc(slot.max_chats)
 
     async def _dispatch(self) -> None:
         """Assign every queued conversation that has an eligible agent, head first, then
@@ -445,6 +490,7 @@ class Router:
                 log.warning("requeue of %s failed: %s", cid, exc)
                 self._avoid.pop(cid, None)
                 continue
+            metrics.REQUEUES.labels(self._partition, why).inc()
             # Stored state says it is at the front now (front flag).
             self._enqueue(cid, await self._store.conversation_state(cid), _now_ms())
         await self._load_agent(agent_id)

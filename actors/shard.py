@@ -30,7 +30,7 @@ from ray import serve
 
 from models.base import Analysis
 from models.policy import wants_human
-from raydesk import decide
+from raydesk import decide, logs, metrics, tracing
 from raydesk import store as keys
 from raydesk.batching import Batcher
 from raydesk.config import bot_policy
@@ -40,7 +40,7 @@ from raydesk.placement import shard_for
 from raydesk.routing import priority_for
 from raydesk.schema import Message, ShardCommand
 from raydesk.settings import ASSISTANT_APP, ASSISTANT_DEPLOYMENT, Settings
-from raydesk.store import Store
+from raydesk.store import Commit, CommitResult, Store
 
 log = logging.getLogger("raydesk.shard")
 
@@ -66,7 +66,7 @@ def new_message_id() -> str:
 
 class ConversationShard:
     def __init__(self, settings: Settings, name: str) -> None:
-        logging.basicConfig(level=settings.config.log_level)
+        tracing.setup(settings.config, f"shard {name}")
         self._settings = settings
         self._name = name
         self._store = Store(settings.store_url, settings.store_password)
@@ -82,6 +82,8 @@ class ConversationShard:
         # The newest bot turn of each conversation: the next one waits for it (order).
         self._bot_turns: dict[str, asyncio.Task[None]] = {}
         self._recovery: asyncio.Task[None] | None = None
+        self._metrics = metrics.Publisher(self._store, "shard", name,
+                                          refresh=self._refresh_metrics)
         # Also right after a restart, when no caller may come to this shard for a while.
         with contextlib.suppress(RuntimeError):  # no running loop: started on first call
             self._start_background()
@@ -94,16 +96,43 @@ class ConversationShard:
     def _start_background(self) -> None:
         if self._recovery is None and self._settings.config.bot.enabled:
             self._recovery = asyncio.ensure_future(self._recover_bot_turns())
+        self._metrics.start()
+
+    def _refresh_metrics(self) -> None:
+        metrics.ACTIVE_CONVERSATIONS.set(len(self._active))
 
     async def handle(self, commands: list[ShardCommand]) -> list[Any]:
         """Run a batch of commands; one result per command (a reply dict or an error)."""
         self._start_background()
         tasks = [asyncio.ensure_future(self._run(cmd)) for cmd in commands]
-        return list(await asyncio.gather(*tasks))
+        results = list(await asyncio.gather(*tasks))
+        for cmd, result in zip(commands, results, strict=True):
+            metrics.SHARD_COMMANDS.labels(
+                cmd.kind, result.code if isinstance(result, RaydeskError) else "ok").inc()
+        return results
 
     async def _run(self, cmd: ShardCommand) -> Any:
-        return await self._in_mailbox(cmd.conversation_id, lambda: self._dispatch(cmd),
-                                      f"{cmd.kind} by {cmd.actor_id}")
+        # Each command runs in a task of its own: these ids stay with its log lines.
+        logs.CONVERSATION_ID.set(cmd.conversation_id)
+        logs.PARTICIPANT_ID.set(cmd.actor_id)
+        with tracing.command_span(cmd):
+            result = await self._in_mailbox(cmd.conversation_id, lambda: self._dispatch(cmd),
+                                            f"{cmd.kind} by {cmd.actor_id}")
+            if tracing.enabled():
+                tracing.annotate(
+                    message_id=result.get("message_id") if isinstance(result, dict) else None,
+                    error=result.code if isinstance(result, RaydeskError) else None)
+            return result
+
+    async def _commit(self, commit: Commit, message: Message | None) -> CommitResult:
+        """The store commit, in its own span; its events carry that span to the gateways
+        that deliver them."""
+        with tracing.commit_span(commit, message):
+            commit.publish = tracing.tag_events(commit.publish)
+            result = await self._store.commit(commit)
+            if result.outcome != "ok":
+                tracing.annotate(outcome=result.outcome)
+            return result
 
     async def _in_mailbox(self, cid: str, work: Callable[[], Awaitable[Any]],
                           what: str) -> Any:
@@ -193,9 +222,9 @@ class ConversationShard:
             raise ValueError(cmd.kind)
         decide.tell_agents(conv, decision)
         if decision.signals:
-            await self._store.publish(decision.signals)
+            await self._store.publish(tracing.tag_events(decision.signals))
         if decision.commit is not None:
-            result = await self._store.commit(decision.commit)
+            result = await self._commit(decision.commit, decision.message)
             if result.outcome == "dup":
                 return decide.ack_from_dedupe(cmd, result.value)
             if result.outcome == "stale":
@@ -231,6 +260,13 @@ class ConversationShard:
         task.add_done_callback(forget)
 
     async def _bot_turn(self, question: Message, previous: asyncio.Task[None] | None) -> None:
+        # In the trace of the customer's message (the task inherited its span).
+        with tracing.span("bot turn", conversation_id=question.conversation_id,
+                          message_id=question.message_id):
+            await self._take_bot_turn(question, previous)
+
+    async def _take_bot_turn(self, question: Message,
+                             previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
             await asyncio.wait([previous])
         analysis = None if wants_human(question.text) else await self._analyze(question.text)
@@ -247,10 +283,12 @@ class ConversationShard:
                                        [new_message_id(), new_message_id()], version)
             decide.tell_agents(conv, decision)
             assert decision.commit is not None
-            result = await self._store.commit(decision.commit)
+            result = await self._commit(decision.commit, None)
             if result.outcome == "stale":
                 raise StaleState()
             await self._committed(decision)
+            metrics.bot_turn(turn.action, turn.reason, turn.faq_id, turn.confidence,
+                             analysis is not None)
 
         result = await self._in_mailbox(question.conversation_id, commit, "bot turn")
         if isinstance(result, Exception):
@@ -302,8 +340,12 @@ class ConversationShard:
             self._assistant = serve.get_deployment_handle(ASSISTANT_DEPLOYMENT,
                                                           app_name=ASSISTANT_APP)
         response = self._assistant.analyze.remote(texts)
-        results: list[dict[str, Any]] = await asyncio.wait_for(
-            response, self._settings.config.bot.timeout_s)
+        started = time.perf_counter()
+        try:
+            results: list[dict[str, Any]] = await asyncio.wait_for(
+                response, self._settings.config.bot.timeout_s)
+        finally:
+            metrics.BOT_REQUEST.observe(time.perf_counter() - started)
         return results
 
     def _routing_needs(self, visitor: dict[str, str]) -> tuple[str | None, int]:

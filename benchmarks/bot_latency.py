@@ -36,6 +36,7 @@ from report import save
 
 from raydesk.config import load_config
 from raydesk.embedded_store import free_port
+from raydesk.loadtest.procs import cpu_between, cpu_by_process
 from raydesk.runtime import Runtime
 
 BANKING = Path(os.environ.get("RAYDESK_DATA", "/work/shared/data")) / "banking77"
@@ -70,29 +71,10 @@ class Customer:
         return self
 
 
-PARTS = (("Assistant", "assistant"), ("ConversationShard", "shards"), ("Gateway", "gateway"),
-         ("valkey", "store"), ("Router", "router"))
-
-
-def cpu_seconds(pids: set[int]) -> dict[str, float]:
-    """CPU seconds so far of raydesk's processes, by part (the rest is Ray's own)."""
-    parts: dict[str, float] = {}
-    for pid in pids:
-        try:
-            process = psutil.Process(pid)
-            times = process.cpu_times()
-            name = process.name()
-        except psutil.Error:
-            continue
-        part = next((label for key, label in PARTS if key in name), "ray and other")
-        parts[part] = parts.get(part, 0.0) + times.user + times.system
-    return parts
-
-
-def server_pids() -> set[int]:
+def server_processes() -> list[psutil.Process]:
     """Everything raydesk runs: Ray's processes, its workers and the store, all started
     from this process."""
-    return {p.pid for p in psutil.Process().children(recursive=True)}
+    return psutil.Process().children(recursive=True)
 
 
 async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds: float,
@@ -126,8 +108,8 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
                         "faq_id") else "clarify"] += 1
 
         readers = {id(c): asyncio.ensure_future(read(c)) for c in pool}
-        pids = server_pids()
-        cpu0, started = cpu_seconds(pids), time.perf_counter()
+        processes = server_processes()
+        cpu0, started = cpu_by_process(processes), time.perf_counter()
         rng = random.Random(7)
         deadline = started + seconds
         sent = skipped = 0
@@ -157,8 +139,8 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
                 break
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
-        cpu1 = cpu_seconds(pids)
-        by_part = {part: cpu1[part] - cpu0.get(part, 0.0) for part in cpu1}
+        # CPU by part (bot, shards, gateway, store, router; the rest is Ray's own).
+        by_part = cpu_between(cpu0, cpu_by_process(processes))
         cpu = sum(by_part.values())
         for reader in readers.values():
             reader.cancel()

@@ -1,4 +1,5 @@
-"""Bare uvicorn + Starlette WebSocket echo: the per-frame cost floor to compare with.
+"""Bare uvicorn + Starlette WebSocket echo: the per-frame cost floor to compare with
+(the app lives in raydesk/loadtest/echo.py, which the load test's baseline also runs).
 
 Run: python benchmarks/echo_server.py PORT
 """
@@ -7,29 +8,7 @@ from __future__ import annotations
 
 import sys
 
-import uvicorn
-from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
-
-
-async def echo(ws: WebSocket) -> None:
-    await ws.accept()
-    try:
-        while True:
-            await ws.send_text(await ws.receive_text())
-    except WebSocketDisconnect:
-        pass
-
-
-async def healthz(_: object) -> PlainTextResponse:
-    return PlainTextResponse("ok")
-
-
-app = Starlette(routes=[WebSocketRoute("/v1/ws", echo), Route("/healthz", healthz)])
+from raydesk.loadtest.echo import main
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), ws="websockets-sansio",
-                ws_ping_interval=None, ws_per_message_deflate=False, log_level="warning",
-                access_log=False)
+    main(int(sys.argv[1]))

@@ -16,17 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +29,11 @@ import httpx
 import psutil
 import websockets
 
+from raydesk.loadtest.procs import cpu_between, cpu_by_process, tree
+from raydesk.loadtest.server import ServerProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-PYTHON = sys.executable
 
 MODES: dict[str, dict[str, Any]] = {
     "uvicorn_echo": {"kind": "echo"},
@@ -47,95 +44,24 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _label(proc: psutil.Process) -> str:
-    try:
-        title = " ".join(proc.cmdline())
-    except psutil.Error:
-        return "?"
-    for key in ("valkey", "gcs_server", "raylet", "ServeController", "Gateway",
-                "ConversationShard", "Router", "echo_server", "raydesk.cli", "dashboard"):
-        if key in title:
-            return key
-    return proc.name()
-
-
-def cpu_by_process(pid: int) -> dict[int, tuple[str, float]]:
-    """CPU seconds (user + system, with reaped children's) of each live process of the
-    tree, by pid, with a readable label."""
-    out = {}
-    try:
-        root = psutil.Process(pid)
-        for proc in [root, *root.children(recursive=True)]:
-            try:
-                times = proc.cpu_times()
-                out[proc.pid] = (_label(proc), times.user + times.system
-                                 + times.children_user + times.children_system)
-            except psutil.NoSuchProcess:
-                pass
-    except psutil.NoSuchProcess:
-        pass
-    return out
+def cpu_by_label(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each live process of the tree, by pid, with its label."""
+    return cpu_by_process(tree(pid), root=pid)
 
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds of a process and all its live descendants."""
-    return sum(cpu for _, cpu in cpu_by_process(pid).values())
+    return sum(cpu for _, cpu in cpu_by_label(pid).values())
 
 
-def wait_healthy(url: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} not healthy in {timeout} s")
-
-
-def start_server(mode: dict[str, Any], port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **mode.get("env", {})}
-    env.pop("RAY_ADDRESS", None)
+def server_for(mode: dict[str, Any]) -> ServerProcess:
     if mode["kind"] == "echo":
-        cmd = [PYTHON, str(ROOT / "benchmarks" / "echo_server.py"), str(port)]
-    else:
-        config = workdir / "config.yaml"
-        config.write_text(json.dumps({
-            "data_dir": str(workdir / "data"), "log_level": "WARNING",
-            "server": {"port": port, "ingress": mode["ingress"]},
-            "cluster": {"shards": 2, "namespace": "bench"},
-            "limits": {"messages_per_s": 1e6, "burst": 1_000_000},
-            # The broker alone: bot turns are measured by benchmarks/bot_latency.py.
-            "bot": {"enabled": False},
-        }))
-        cmd = [PYTHON, "-m", "raydesk.cli", "serve", "--config", str(config)]
-    log = (workdir / "server.log").open("w")
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def stop_server(server: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (a clean stop), then kill whatever of its tree is left: some of Ray's
-    helpers (HAProxy) live in other process groups."""
-    family = [psutil.Process(server.pid)]
-    with contextlib.suppress(psutil.NoSuchProcess):
-        family += family[0].children(recursive=True)
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(60)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    _, alive = psutil.wait_procs(family, timeout=10)
-    for proc in alive:
-        proc.kill()
+        return ServerProcess()
+    return ServerProcess.raydesk(
+        bot=False, env=mode.get("env", {}),  # the broker alone: bot_latency.py has the bot
+        overrides={"server": {"ingress": mode["ingress"]},
+                   "cluster": {"shards": 2, "namespace": "bench"},
+                   "limits": {"messages_per_s": 1e6, "burst": 1_000_000}})
 
 
 async def customer(url: str, token: str | None, echo: bool, stop_at: float,
@@ -168,49 +94,48 @@ def percentile(values: list[float], q: float) -> float:
 
 async def measure(name: str, mode: dict[str, Any], connections: int, duration: float,
                   idle_s: float) -> dict[str, Any]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(mode, port, Path(tmp))
+    server = server_for(mode)
+    try:
         try:
-            try:
-                wait_healthy(base)
-            except RuntimeError:
-                tail = (Path(tmp) / "server.log").read_text()[-2000:]
-                print(f"{name}: the server did not start:\n{tail}", file=sys.stderr)
-                return {"mode": name, "error": "server did not start", "log_tail": tail}
-            echo = mode["kind"] == "echo"
-            tokens: list[str | None] = [None] * connections
-            if not echo:
-                async with httpx.AsyncClient(base_url=base) as http:
-                    tokens = [(await http.post("/v1/visitors", json={})).json()["token"]
-                              for _ in range(connections)]
-            await asyncio.sleep(2)  # let start-up work settle
-            cpu0, t0 = tree_cpu(server.pid), time.monotonic()
-            await asyncio.sleep(idle_s)
-            idle_rate = (tree_cpu(server.pid) - cpu0) / (time.monotonic() - t0)
-            ws_url = base.replace("http", "ws") + "/v1/ws"
-            # Warm-up round, not measured.
-            await asyncio.gather(*[customer(ws_url, t, echo, time.monotonic() + 2, [])
-                                   for t in tokens])
-            latencies: list[float] = []
-            client = psutil.Process()
-            client_cpu0 = sum(client.cpu_times()[:2])
-            per0, t1 = cpu_by_process(server.pid), time.monotonic()
-            cpu1 = sum(cpu for _, cpu in per0.values())
-            stop_at = t1 + duration
-            counts = await asyncio.gather(*[customer(ws_url, t, echo, stop_at, latencies)
-                                            for t in tokens])
-            elapsed = time.monotonic() - t1
-            per1 = cpu_by_process(server.pid)
-            busy = sum(cpu for _, cpu in per1.values()) - cpu1
-            client_cpu = sum(client.cpu_times()[:2]) - client_cpu0
-        finally:
-            stop_server(server)
+            server.start(timeout=180)
+        except RuntimeError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return {"mode": name, "error": "server did not start", "log_tail": str(exc)}
+        return await drive(name, server, mode["kind"] == "echo", connections, duration,
+                           idle_s)
+    finally:
+        server.stop()
+
+
+async def drive(name: str, server: ServerProcess, echo: bool, connections: int,
+                duration: float, idle_s: float) -> dict[str, Any]:
+    """The measured part, with the server up."""
+    base = server.url
+    tokens: list[str | None] = [None] * connections
+    if not echo:
+        async with httpx.AsyncClient(base_url=base) as http:
+            tokens = [(await http.post("/v1/visitors", json={})).json()["token"]
+                      for _ in range(connections)]
+    await asyncio.sleep(2)  # let start-up work settle
+    cpu0, t0 = tree_cpu(server.pid), time.monotonic()
+    await asyncio.sleep(idle_s)
+    idle_rate = (tree_cpu(server.pid) - cpu0) / (time.monotonic() - t0)
+    ws_url = base.replace("http", "ws") + "/v1/ws"
+    # Warm-up round, not measured.
+    await asyncio.gather(*[customer(ws_url, t, echo, time.monotonic() + 2, [])
+                           for t in tokens])
+    latencies: list[float] = []
+    client = psutil.Process()
+    client_cpu0 = sum(client.cpu_times()[:2])
+    per0, t1 = cpu_by_label(server.pid), time.monotonic()
+    stop_at = t1 + duration
+    counts = await asyncio.gather(*[customer(ws_url, t, echo, stop_at, latencies)
+                                    for t in tokens])
+    elapsed = time.monotonic() - t1
+    by_label = cpu_between(per0, cpu_by_label(server.pid))
+    busy = sum(by_label.values())
+    client_cpu = sum(client.cpu_times()[:2]) - client_cpu0
     messages = sum(counts)
-    by_label: dict[str, float] = {}
-    for proc_id, (label, cpu) in per1.items():
-        by_label[label] = by_label.get(label, 0.0) + cpu - per0.get(proc_id, (label, 0.0))[1]
     net = max(busy - idle_rate * elapsed, 0.0)
     result = {
         "mode": name, "connections": connections, "seconds": round(elapsed, 2),

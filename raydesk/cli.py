@@ -1,5 +1,5 @@
 """The ``raydesk`` command: serve, agent add, faq import, model use/status, export
-unanswered (docs/reference/cli.md)."""
+unanswered, loadtest (docs/reference/cli.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from raydesk import logs
 from raydesk.auth import SECRETS_FILE
 from raydesk.config import Config, load_config
 from raydesk.errors import BadRequest, ConfigError
@@ -47,6 +48,8 @@ def _config(args: argparse.Namespace) -> Config:
         server["host"] = args.host
     if server:
         overrides["server"] = server
+    if getattr(args, "address", None):
+        overrides["cluster"] = {"ray_address": args.address}
     config_path = args.config
     if config_path is None and Path("config.yaml").exists():
         config_path = "config.yaml"
@@ -55,8 +58,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 def serve(args: argparse.Namespace) -> int:
     config = _config(args)
-    logging.basicConfig(level=config.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(config.log_level, config.log_format, "raydesk serve")
     from raydesk.runtime import Runtime
 
     stop = threading.Event()
@@ -205,6 +207,14 @@ def export_unanswered(args: argparse.Namespace) -> int:
     return 0
 
 
+def loadtest(args: argparse.Namespace) -> int:
+    from raydesk.loadtest.cli import run_command
+
+    config = _config(args)
+    return run_command(args, f"http://{config.server.host}:{config.server.port}",
+                       lambda: args.admin_token or _admin_token(config))
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="raydesk", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
@@ -217,6 +227,9 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("serve", help="start raydesk and wait for Ctrl-C")
     common(run)
     run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    run.add_argument("--address", help="join this Ray cluster instead of starting one: "
+                     "'auto' (the one `ray start` made on this machine) or the head's "
+                     "HOST:PORT (overrides cluster.ray_address and RAY_ADDRESS)")
     run.set_defaults(func=serve)
 
     def api_command(group: Any, name: str, func: Any, help: str) -> argparse.ArgumentParser:
@@ -258,6 +271,14 @@ def parser() -> argparse.ArgumentParser:
                              "questions the bot did not answer, with the human answers "
                              "that followed, as Parquet")
     unanswered.add_argument("--out", required=True, help="folder for the Parquet file")
+
+    from raydesk.loadtest.cli import add_arguments
+
+    load = commands.add_parser("loadtest", help="load-test a raydesk with simulated "
+                               "customers and agents (docs/how-to/load-test.md)")
+    common(load)
+    add_arguments(load)
+    load.set_defaults(func=loadtest)
     return top
 
 

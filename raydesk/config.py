@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.policy import FallbackPolicy
 from raydesk.errors import ConfigError
@@ -191,6 +191,28 @@ class BotConfig(_Section):
                 "options": {"encoder": self.encoder, **self.options}}
 
 
+class TracingConfig(_Section):
+    # "off": no span is made at all (the per-frame cost is a few checks, measured in
+    # docs/explanation/tracing.md). "file": JSON lines appended by every process to
+    # ``path``, for a machine without a collector (and the tests).
+    exporter: Literal["off", "console", "otlp", "file"] = "off"
+    # otlp: the collector's OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces;
+    # None: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, else
+    # http://localhost:4318/v1/traces.
+    endpoint: str | None = None
+    # file: where the spans go (on each node); None: data_dir/traces.jsonl.
+    path: str | None = None
+    # Share of messages traced; a gateway's decision is followed by every later hop.
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+    service_name: Annotated[str, Field(min_length=1, max_length=128)] = "raydesk"
+
+    @field_validator("exporter", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: Any) -> Any:
+        # YAML reads an unquoted `off` as false.
+        return "off" if value is False else value
+
+
 def bot_policy(bot: BotConfig) -> FallbackPolicy:
     """The fallback policy these settings describe (the shards' and the test box's)."""
     return FallbackPolicy(threshold=bot.threshold, handoff_below=bot.handoff_below,
@@ -200,6 +222,9 @@ def bot_policy(bot: BotConfig) -> FallbackPolicy:
 class Config(_Section):
     data_dir: str = "./data"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per line, with the ids of conversation, participant and
+    # connection and the trace, for a log pipeline; "text": for people.
+    log_format: Literal["text", "json"] = "text"
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
     auth: AuthConfig = AuthConfig()
@@ -208,6 +233,7 @@ class Config(_Section):
     cluster: ClusterConfig = ClusterConfig()
     routing: RoutingConfig = RoutingConfig()
     bot: BotConfig = BotConfig()
+    tracing: TracingConfig = TracingConfig()
 
     @property
     def data_path(self) -> Path:

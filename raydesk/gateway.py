@@ -8,6 +8,7 @@ FastAPI app around it; ``serve_app.py`` runs that app inside each Serve replica.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -17,11 +18,11 @@ from typing import Annotated, Any, Literal
 import ray
 from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse
 from ray.exceptions import RayError, RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from raydesk import __version__
+from raydesk import __version__, metrics
 from raydesk import store as keys
 from raydesk.auth import Bearer, Principal, Tokens, hash_password, verify_password
 from raydesk.bot_admin import add_bot_routes
@@ -38,6 +39,7 @@ from raydesk.errors import (
     Unavailable,
 )
 from raydesk.hub import Hub
+from raydesk.probes import add_probe_routes
 from raydesk.routing import PRESENCE_RANK
 from raydesk.schema import (
     AgentCreate,
@@ -80,6 +82,8 @@ class GatewayCore:
         self.sessions: set[Session] = set()
         self._routers: dict[str, Any] = {}
         self._lease_task: asyncio.Task[None] | None = None
+        self.metrics = metrics.Publisher(self.store, "gateway", self.gateway_id,
+                                         refresh=self._refresh_metrics)
 
     # --- sessions ---------------------------------------------------------------------------
 
@@ -132,6 +136,13 @@ class GatewayCore:
     def start_background(self) -> None:
         if self._lease_task is None:
             self._lease_task = asyncio.get_running_loop().create_task(self.renew_leases())
+
+    def _refresh_metrics(self) -> None:
+        metrics.CONNECTIONS.clear()
+        for session in self.sessions:
+            if session.principal is not None:
+                metrics.CONNECTIONS.labels(session.principal.role).inc()
+        metrics.SUBSCRIBED.labels().set(self.hub.participants)
 
     def router(self, partition: str = DEFAULT_PARTITION) -> Any:
         if partition not in self._routers:
@@ -205,11 +216,13 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
 
     @app.exception_handler(RaydeskError)
     async def _raydesk_error(_: Request, exc: RaydeskError) -> JSONResponse:
+        metrics.ERRORS.labels(exc.code, "http").inc()
         return JSONResponse(exc.body(), status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        metrics.ERRORS.labels(BadRequest.code, "http").inc()
         if first.get("type") == "json_invalid":
             return JSONResponse(BadRequest("body is not valid JSON").body(), status_code=400)
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
@@ -221,12 +234,14 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
         code = {404: "not_found", 405: "not_found", 401: "unauthorized",
                 403: "forbidden", 413: "too_large"}.get(exc.status_code, "bad_request")
         status = 404 if exc.status_code == 405 else exc.status_code
+        metrics.ERRORS.labels(code, "http").inc()
         return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
                             status_code=status)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("request failed", exc_info=exc)
+        metrics.ERRORS.labels(Unavailable.code, "http").inc()
         return JSONResponse(Unavailable("internal error, try again later").body(),
                             status_code=Unavailable.http_status)
 
@@ -239,10 +254,6 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
         if not token:
             raise Unauthorized("missing bearer token")
         return core.tokens.verify(token)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.post("/v1/visitors", status_code=201, response_model=VisitorCreated)
     async def create_visitor(body: VisitorCreate, request: Request) -> VisitorCreated:
@@ -373,16 +384,11 @@ def create_app(settings: Settings) -> tuple[FastAPI, GatewayCore]:
     add_bot_routes(app, core)
     add_console_routes(app, core)
     add_web_routes(app)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        lines = [
-            "# HELP raydesk_connections Open WebSocket connections on this gateway.",
-            "# TYPE raydesk_connections gauge",
-            f"raydesk_connections {len(core.sessions)}",
-        ]
-        return PlainTextResponse("\n".join(lines) + "\n",
-                                 media_type="text/plain; version=0.0.4")
+    add_probe_routes(app, core)
+    # Replicas' metrics are gathered from the store: push from the start, not from the
+    # first connection (outside a running loop, from the first scrape).
+    with contextlib.suppress(RuntimeError):
+        core.metrics.start()
 
     @app.websocket("/v1/ws")
     async def websocket(ws: WebSocket) -> None:

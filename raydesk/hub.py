@@ -14,6 +14,7 @@ and sync) rather than left silently behind.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -21,6 +22,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from raydesk import metrics, tracing
 from raydesk.store import channel
 
 log = logging.getLogger("raydesk.hub")
@@ -62,7 +64,9 @@ class Hub:
                         del self._subscribers[participant_id]
                     raise
             if self._task is None or self._task.done():
-                self._task = asyncio.get_running_loop().create_task(self._listen())
+                # A context of its own: not the ids and span of the joining connection.
+                self._task = asyncio.get_running_loop().create_task(
+                    self._listen(), context=contextvars.Context())
 
     async def leave(self, participant_id: str, subscriber: Subscriber) -> None:
         async with self._lock:
@@ -82,6 +86,7 @@ class Hub:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except (RedisError, OSError):
+                metrics.PUBSUB_BREAKS.inc()
                 log.warning("pub/sub connection broken; closing %d participants' connections",
                             len(self._subscribers))
                 self._restart_all()
@@ -90,8 +95,11 @@ class Hub:
             if message is None or message.get("type") != "message":
                 continue
             participant_id = message["channel"][CHANNEL_PREFIX_LEN:]
-            for subscriber in list(self._subscribers.get(participant_id, ())):
-                subscriber.deliver(message["data"])
+            payload, traceparent = tracing.untag(message["data"])
+            subscribers = list(self._subscribers.get(participant_id, ()))
+            with tracing.deliver_span(payload, traceparent, participant_id, len(subscribers)):
+                for subscriber in subscribers:
+                    subscriber.deliver(payload)
 
     def _restart_all(self) -> None:
         for group in list(self._subscribers.values()):

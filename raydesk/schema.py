@@ -454,7 +454,8 @@ class ShardCommand:
     """One command for a conversation, carried to its shard in a batch.
 
     ``actor_id``/``actor_role`` say who acts: a customer or agent (from a verified token),
-    or the router (``actor_role="router"``) for assignments.
+    or the router (``actor_role="router"``) for assignments. ``trace`` is the W3C
+    traceparent of the span that sent it, when tracing is on (:mod:`raydesk.tracing`).
     """
 
     kind: ShardCommandKind
@@ -468,6 +469,7 @@ class ShardCommand:
     to_agent: str | None = None
     to_skill: str | None = None
     reason: dict[str, Any] | None = None
+    trace: str | None = None
 
 
 class FaqItem(_Body):

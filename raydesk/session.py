@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from raydesk import logs, metrics, tracing
 from raydesk import store as keys
 from raydesk.auth import Principal
 from raydesk.console_api import add_note
@@ -94,7 +95,9 @@ class Session:
         self.principal: Principal | None = None
         self.presence: str = core.config.routing.initial_presence
         limits = core.config.limits
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(limits.outbox_frames)
+        # (frame, stamp for metrics.frame_written); None: close.
+        self._outbox: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue(
+            limits.outbox_frames)
         self._bucket = TokenBucket(limits.messages_per_s, limits.burst,
                                    limits.rate_limit_strikes, time.monotonic())
         self._last_heard = time.monotonic()
@@ -111,14 +114,14 @@ class Session:
         if self._early is not None:  # welcome not sent yet: it must come first
             self._early.append(payload)
         else:
-            self.send(payload)
+            self.send(payload, metrics.commit_time(payload))
 
-    def send(self, payload: str) -> None:
+    def send(self, payload: str, stamp: float = 0.0) -> None:
         """Queue a frame; a client too slow to take it is closed (1013)."""
         if self._close_code is not None:
             return
         try:
-            self._outbox.put_nowait(payload)
+            self._outbox.put_nowait((payload, stamp))
         except asyncio.QueueFull:
             log.warning("connection %s of %s: outbox full, closing", self.id, self._who())
             self._close_soon(CLOSE_TRY_AGAIN)
@@ -143,10 +146,12 @@ class Session:
 
     async def run(self) -> None:
         await self.ws.accept()
+        logs.CONNECTION_ID.set(self.id)  # this connection's task: on each of its log lines
         writer = asyncio.get_running_loop().create_task(self._write())
         watchdog: asyncio.Task[None] | None = None
         try:
             self.principal = await self._handshake()
+            logs.PARTICIPANT_ID.set(self.principal.id)
             log.info("connection %s opened by %s", self.id, self._who())
             watchdog = asyncio.get_running_loop().create_task(self._watch_heartbeat())
             await self._read_frames()
@@ -168,14 +173,16 @@ class Session:
             self._close_soon(CLOSE_NORMAL)
             await writer
             log.info("connection %s of %s closed (%s)", self.id, self._who(), self._close_code)
+            metrics.CONNECTIONS_CLOSED.labels(str(self._close_code)).inc()
 
     async def _write(self) -> None:
         try:
             while True:
-                frame = await self._outbox.get()
-                if frame is None:
+                item = await self._outbox.get()
+                if item is None:
                     break
-                await self.ws.send_text(frame)
+                await self.ws.send_text(item[0])
+                metrics.frame_written(*item)
         except Exception:  # the peer went away; the reader notices too
             return
         if self.ws.client_state is WebSocketState.CONNECTED:
@@ -216,6 +223,7 @@ class Session:
                 frame = parse_client_frame(text)
                 if not isinstance(frame, Hello):
                     raise BadRequest("type: the first frame must be hello")
+                metrics.FRAMES_RECEIVED.labels("hello").inc()
                 principal = self.core.tokens.verify(frame.token)
             except Unauthorized as exc:
                 self.send(dump_error(exc))
@@ -289,7 +297,10 @@ class Session:
                     if self._bucket.exhausted:
                         raise _Closing(CLOSE_RATE_LIMITED)
                     raise RateLimited("too many frames, slow down")
-                await self._handle(parse_client_frame(text))
+                frame = parse_client_frame(text)
+                logs.CONVERSATION_ID.set(getattr(frame, "conversation_id", None))
+                with tracing.frame_span(frame, self.id):
+                    await self._handle(frame)
             except RaydeskError as exc:
                 self.send(dump_error(exc, exc.ref or frame_ref(text)))
 
@@ -297,6 +308,7 @@ class Session:
 
     async def _handle(self, frame: Any) -> None:
         assert self.principal is not None
+        metrics.FRAMES_RECEIVED.labels(frame.type).inc()
         if isinstance(frame, Send):
             await self._send(frame)
         elif isinstance(frame, Ping):
@@ -374,7 +386,11 @@ class Session:
             raise
         if frame.conversation_id is None:
             self._open_conversation = cid
-        self.send(dump_ack(ack))
+        tracing.annotate(message_id=ack.get("message_id"),
+                         conversation_id=cid if frame.conversation_id is None else None)
+        metrics.MESSAGES_RECEIVED.labels(self.principal.role).inc()
+        # Frames are handled one at a time: _last_heard is when this one arrived.
+        self.send(dump_ack(ack), self._last_heard)
 
     async def _sync(self, frame: Sync) -> None:
         assert self.principal is not None
@@ -396,6 +412,7 @@ class Session:
 
 
 def dump_error(exc: RaydeskError, ref: str | None = None) -> str:
+    metrics.ERRORS.labels(exc.code, "websocket").inc()
     frame = exc.frame()
     if ref is not None:
         frame["ref"] = ref

@@ -8,6 +8,7 @@ and the next call reaches the new instance, which rebuilds its conversations fro
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayError
 
+from raydesk import tracing
 from raydesk.batching import Batcher
 from raydesk.errors import RaydeskError, Unavailable
 from raydesk.placement import shard_for
@@ -41,6 +43,11 @@ class ShardClient:
 
     async def submit(self, command: ShardCommand) -> dict[str, Any]:
         """Run one command on its conversation's shard; raise its error if it failed."""
+        if command.trace is None:
+            # Batched with others': each command carries its own span to the shard.
+            parent = tracing.traceparent()
+            if parent is not None:
+                command = dataclasses.replace(command, trace=parent)
         name = self.shard_of(command.conversation_id)
         batcher = self._batchers.get(name)
         if batcher is None:

@@ -14,6 +14,8 @@ Layout (``{cid}`` is a hash tag so a conversation's keys share a cluster slot):
                        ``rd:agents`` set of agent ids; ``rd:email:<email>`` -> agent id
 - ``rd:c:{cid}:notes`` list of private notes; ``rd:c:{cid}:nd`` their dedupe map
 - ``rd:canned:<team>`` hash of canned replies; ``rd:canned:<team>:s`` shortcut -> id
+- ``rd:metrics``       hash, ``<component>/<process>`` -> its latest metrics snapshot
+                       (JSON, raydesk/metrics.py)
 - channel ``rd:ev:<participant id>``: every event for that participant's connections;
   ``rd:ev:agents``: conversations opening or changing status, for every agent
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +41,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from raydesk import metrics
 from raydesk.batching import Batcher
 from raydesk.errors import Unavailable
 
@@ -249,6 +253,7 @@ class Store:
 
     async def _flush_commits(self, changes: list[Commit]) -> Sequence[CommitResult]:
         encoded = [change.encode() for change in changes]
+        started = time.perf_counter()
         try:
             replies = await self._evalsha_all(encoded)
             if any(isinstance(r, NoScriptError) for r in replies):
@@ -256,13 +261,19 @@ class Store:
                 self._commit_sha = await self.redis.script_load(_COMMIT)
                 replies = await self._evalsha_all(encoded)
         except RedisError as exc:
+            metrics.STORE_ERRORS.labels("commit").inc()
+            metrics.STORE_COMMITS.labels("error").inc(len(changes))
             raise _store_errors(exc) from exc
+        finally:
+            metrics.STORE_COMMIT.observe(time.perf_counter() - started)
         results: list[CommitResult | BaseException] = []
         for reply in replies:
             if isinstance(reply, BaseException):
                 results.append(_store_errors(reply) if isinstance(reply, RedisError) else reply)
+                metrics.STORE_COMMITS.labels("error").inc()
             else:
                 results.append(CommitResult(outcome=reply[0], value=reply[1]))
+                metrics.STORE_COMMITS.labels(str(reply[0])).inc()
         return results  # type: ignore[return-value]
 
     async def _evalsha_all(self, encoded: list[tuple[list[str], str]]) -> list[Any]:
@@ -273,21 +284,29 @@ class Store:
 
     async def call(self, command: str, *args: Any) -> Any:
         """Run one command, with store failures turned into ``unavailable``."""
+        started = time.perf_counter()
         try:
             return await self.redis.execute_command(command, *args)
         except RedisError as exc:
+            metrics.STORE_ERRORS.labels("call").inc()
             raise _store_errors(exc) from exc
+        finally:
+            metrics.STORE_CALL.observe(time.perf_counter() - started)
 
     async def pipeline(self, commands: Sequence[tuple[Any, ...]],
                        atomic: bool = False) -> list[Any]:
         """Run several commands in one round trip; ``atomic``: as one MULTI/EXEC."""
+        started = time.perf_counter()
         try:
             async with self.redis.pipeline(transaction=atomic) as pipe:
                 for command in commands:
                     pipe.execute_command(*command)
                 return list(await pipe.execute())
         except RedisError as exc:
+            metrics.STORE_ERRORS.labels("pipeline").inc()
             raise _store_errors(exc) from exc
+        finally:
+            metrics.STORE_PIPELINE.observe(time.perf_counter() - started)
 
     # --- reads -------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/venv.sh
 ensure_venv test
 ensure_chromium
+ensure_prometheus
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

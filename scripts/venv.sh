@@ -29,3 +29,19 @@ ensure_chromium() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
   fi
 }
+
+# The metrics test scrapes raydesk with a real Prometheus: Debian's package, whose binary
+# the test starts itself on a free loopback port. Where systemd runs, the package also
+# starts a service of its own on port 9090 that the tests do not need
+# (systemctl disable --now prometheus). RAYDESK_PROMETHEUS points at another binary.
+ensure_prometheus() {
+  local prometheus="${RAYDESK_PROMETHEUS:-/usr/bin/prometheus}"
+  if [ ! -x "$prometheus" ]; then
+    echo "raydesk: installing Debian's prometheus for the metrics test" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      prometheus >&2
+  fi
+}

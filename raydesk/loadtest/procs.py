@@ -111,15 +111,20 @@ def find_server_root(port: int) -> int | None:
         for i, process in enumerate(chain):
             if process.name() == "raylet":
                 parent = chain[i + 1] if i + 1 < len(chain) else None
-                return parent.pid if parent is not None and parent.pid != 1 else process.pid
+                top = parent if parent is not None and parent.pid != 1 else process
+                return int(top.pid)
     except psutil.Error:
         return None
-    return listener.pid
+    return int(listener.pid)
 
 
-def pss_mb(process: psutil.Process) -> float | None:
+def pss_uss_mb(process: psutil.Process) -> tuple[float, float] | None:
+    """PSS and USS (memory only this process maps), MB. A page shared with a process
+    outside the server (another Ray on the machine mapping the same libraries) lowers
+    PSS but not USS, so growth per connection is read from USS too."""
     try:
-        return float(process.memory_full_info().pss) / 2**20
+        info = process.memory_full_info()
+        return float(info.pss) / 2**20, float(info.uss) / 2**20
     except (psutil.Error, AttributeError):
         return None
 
@@ -179,13 +184,17 @@ class Sampler:
         return readings
 
     def memory(self) -> dict[str, float]:
-        """PSS now, MB, by label; ``server_total`` sums everything but the generator."""
+        """PSS now, MB, by label; ``server_total`` sums everything but the generator, and
+        ``server_uss_total`` is the same sum of USS."""
         by_label: dict[str, float] = {}
+        uss = 0.0
         for process, name in self.processes():
-            mb = pss_mb(process)
+            mb = pss_uss_mb(process)
             if mb is not None:
-                by_label[name] = by_label.get(name, 0.0) + mb
+                by_label[name] = by_label.get(name, 0.0) + mb[0]
+                uss += mb[1] if name != "loadgen" else 0.0
         by_label["server_total"] = sum(v for k, v in by_label.items() if k != "loadgen")
+        by_label["server_uss_total"] = uss
         return {k: round(v, 1) for k, v in by_label.items()}
 
     def _run(self) -> None:
@@ -213,3 +222,28 @@ class Sampler:
         with self._lock:
             return [{"t_s": s.t_s, "cpu_cores": s.cpu, "pss_mb": s.pss_mb}
                     for s in self.samples]
+
+
+def machine() -> dict[str, Any]:
+    """This machine, for the results: cores, memory, CPU model, Python, Ray, raydesk."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from raydesk import __version__
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                      if line.startswith("model name")), "")
+    return {"cores": os.cpu_count(), "cpu_model": model,
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "ray": installed("ray"), "raydesk": __version__,
+            "websockets": installed("websockets"), "uvicorn": installed("uvicorn"),
+            "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE))}

@@ -117,9 +117,12 @@ class ServerProcess:
         try:
             wait_healthy(self.url, timeout)
         except RuntimeError:
+            tail = self.log_tail()
             self.stop()
-            raise RuntimeError(f"the server did not start; its log ends with:\n"
-                               f"{self.log_tail()}") from None
+            raise RuntimeError(f"the server did not start; its log ends with:\n{tail}") from None
+        except BaseException:  # Ctrl-C while starting: nothing of it may outlive us
+            self.stop()
+            raise
         return self
 
     def log_tail(self, chars: int = 3000) -> str:

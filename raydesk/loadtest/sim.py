@@ -39,8 +39,12 @@ log = logging.getLogger("raydesk.loadtest")
 Frame = dict[str, Any]
 # Long enough for a loaded server to answer hello; a stuck handshake is an error.
 HANDSHAKE_TIMEOUT_S = 30.0
-# Reconnect back-off (PROTOCOL.md section 9): 0.5 s doubling, +-20 %.
+# Reconnect and resend back-off (PROTOCOL.md section 9): 0.5 s doubling, +-20 %.
 BACKOFF_S = 0.5
+# Resends of a message refused with "unavailable" before it counts as refused.
+RESENDS = 3
+# Distinct error codes whose messages are kept (each with its count).
+MAX_ERROR_MESSAGES = 20
 
 
 def stamp_of(client_msg_id: str) -> float | None:
@@ -71,6 +75,7 @@ class Env:
     # After the run: message frames are the final sync's, not live deliveries.
     final: bool = False
     errors: Counter[str] = field(default_factory=Counter)
+    error_messages: dict[str, Counter[str]] = field(default_factory=dict)
     frames_in: Counter[str] = field(default_factory=Counter)
     acks: list[Ack] = field(default_factory=list)
     replies_due: int = 0
@@ -104,6 +109,8 @@ class Connection:
         self.synced = asyncio.Event()
         self._closing = False
         self._reconnects = 0
+        self._resends: dict[str, int] = {}
+        self._syncs_sent: deque[tuple[str, int, int]] = deque()
         self._reader: asyncio.Task[None] | None = None
 
     # --- connecting -----------------------------------------------------------------------
@@ -130,7 +137,7 @@ class Connection:
         resend what was not acknowledged (PROTOCOL.md section 9)."""
         for stream in list(self.streams.values()):
             if stream.end is None:
-                await self.sync(stream.conversation_id, stream.contiguous())
+                self.sync(stream.conversation_id, stream.contiguous())
         for cmid, (perf, wall, frame) in list(self.pending.items()):
             if "conversation_id" not in frame and self.conversation_of(cmid):
                 frame["conversation_id"] = self.conversation_of(cmid)
@@ -222,15 +229,38 @@ class Connection:
         if self.open_ and now - self.last_sent >= self.heartbeat_s:
             await self._send({"type": "ping"})
 
-    async def sync(self, conversation_id: str, since: int) -> None:
+    def sync(self, conversation_id: str, since: int) -> None:
+        """Ask for a stream's seqs after ``since``; counted in flight from now until its
+        ``synced`` (so nobody waiting on :attr:`synced` misses a next page)."""
         stream = self.streams.get(conversation_id)
         if stream is not None:
             stream.syncs_in_flight += 1
         self.syncs += 1
         self.synced.clear()
+        asyncio.get_running_loop().create_task(self._send_sync(conversation_id, since, 0))
+
+    async def _send_sync(self, conversation_id: str, since: int, tries: int) -> None:
+        # A connection's frames are answered in order: the oldest sync in flight is the
+        # one a ref-less error (or its synced) answers.
+        self._syncs_sent.append((conversation_id, since, tries))
         if not await self._send({"type": "sync", "conversation_id": conversation_id,
                                  "since": since}):
-            self._sync_done(stream)
+            self._syncs_sent.remove((conversation_id, since, tries))
+            self._sync_done(self.streams.get(conversation_id))
+
+    def _sync_refused(self) -> None:
+        """A ref-less error answers the oldest sync in flight: ask again after a back-off
+        (it stays in flight meanwhile), up to ``RESENDS`` times."""
+        if not self._syncs_sent:
+            return
+        cid, since, tries = self._syncs_sent.popleft()
+        if tries >= RESENDS:
+            self.env.errors["sync_gave_up"] += 1
+            self._sync_done(self.streams.get(cid))
+            return
+        delay = BACKOFF_S * 2 ** tries * self.env.rng.uniform(0.8, 1.2)
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, lambda: loop.create_task(self._send_sync(cid, since, tries + 1)))
 
     def _sync_done(self, stream: Stream | None) -> None:
         if stream is not None and stream.syncs_in_flight:
@@ -242,7 +272,7 @@ class Connection:
     async def final_sync(self) -> None:
         """After the run: fetch every stream's seqs past its last contiguous live one."""
         for stream in list(self.streams.values()):
-            await self.sync(stream.conversation_id, stream.contiguous())
+            self.sync(stream.conversation_id, stream.contiguous())
         if not self.syncs:
             self.synced.set()
 
@@ -262,17 +292,45 @@ class Connection:
             env.recorder.count("acked", wall)
 
     def on_error(self, frame: Frame) -> None:
-        self.env.errors[str(frame.get("code"))] += 1
+        """Count it (by code, and its first messages); a send refused with
+        ``unavailable`` is resent with the same client_msg_id after a back-off, as
+        PROTOCOL.md asks of clients, up to ``RESENDS`` times; other refusals are final."""
+        env = self.env
+        code = str(frame.get("code"))
+        env.errors[code] += 1
+        if len(env.error_messages) < MAX_ERROR_MESSAGES or code in env.error_messages:
+            env.error_messages.setdefault(code, Counter())[str(frame.get("message"))] += 1
         ref = frame.get("ref")
-        if ref is not None and ref in self.pending:
-            _, wall, _ = self.pending.pop(ref)
-            self.env.recorder.count("refused", wall)
+        if ref is None:
+            self._sync_refused()
+            return
+        if ref not in self.pending:
+            return
+        tries = self._resends.get(ref, 0)
+        if code == "unavailable" and tries < RESENDS:
+            self._resends[ref] = tries + 1
+            delay = BACKOFF_S * 2 ** tries * env.rng.uniform(0.8, 1.2)
+            loop = asyncio.get_running_loop()
+            loop.call_later(delay, lambda: loop.create_task(self._resend(ref)))
+            return
+        self._resends.pop(ref, None)
+        _, wall, _ = self.pending.pop(ref)
+        env.recorder.count("refused", wall)
+
+    async def _resend(self, client_msg_id: str) -> None:
+        sent = self.pending.get(client_msg_id)
+        if sent is not None and self.open_:
+            await self._send(sent[2])
 
     def on_synced(self, frame: Frame) -> None:
-        stream = self.streams.get(frame["conversation_id"])
+        cid = frame["conversation_id"]
+        answered = next((entry for entry in self._syncs_sent if entry[0] == cid), None)
+        if answered is not None:
+            self._syncs_sent.remove(answered)
+        stream = self.streams.get(cid)
         if frame.get("more") and stream is not None:
             seen = max([stream.highest, *stream.late, *stream.origins, 0])
-            asyncio.get_running_loop().create_task(self.sync(stream.conversation_id, seen))
+            self.sync(stream.conversation_id, seen)
         self.after_synced(frame, stream)
         self._sync_done(stream)
 
@@ -327,6 +385,11 @@ class Customer(Connection):
         if self.conversation is None or self.pending or self.bot_owes:
             return False
         return self.env.echo or self.status != "queued" or not self.env.agents_expected
+
+    @property
+    def refused(self) -> bool:
+        """It wrote, and the server refused every attempt: no conversation."""
+        return self.conversation is None and not self.pending and bool(self.kinds)
 
     def conversation_of(self, client_msg_id: str) -> str | None:
         return self.conversation
@@ -394,6 +457,15 @@ class Agent(Connection):
 
     async def on_welcome(self, welcome: Frame) -> None:
         await self._send({"type": "presence", "status": "online"})
+        if self._reconnects:
+            # Back after a close: conversations assigned meanwhile (their assigned frame
+            # went to the closed connection) are taken up from the welcome.
+            for conversation in welcome.get("conversations", []):
+                cid = conversation["conversation_id"]
+                if cid not in self.streams and cid not in self.foreign:
+                    self.mine.add(cid)
+                    self.stream(cid, conversation["last_seq"] + 1)
+                    self.sync(cid, 0)
         await super().on_welcome(welcome)
 
     def on_assigned(self, frame: Frame) -> None:
@@ -409,7 +481,7 @@ class Agent(Connection):
         stream = self.stream(cid, frame["last_seq"])
         stream.start, stream.end = frame["last_seq"], None
         # What came before the assignment, as the console fetches it.
-        asyncio.get_running_loop().create_task(self.sync(cid, 0))
+        self.sync(cid, 0)
 
     def on_message(self, frame: Frame) -> None:
         cid = frame["conversation_id"]
@@ -454,7 +526,7 @@ class Agent(Connection):
                 env.recorder.latency("send_lag", max(0.0, now - planned), planned)
                 if now - planned > env.late_s:
                     env.recorder.count("late", planned)
-            if cid in self.mine and self.open_:
+            if cid in self.mine and self.open_ and not env.final:
                 await self.send_message("Thanks for waiting: let me check that for you.", cid)
         finally:
             env.replies_due -= 1

@@ -8,6 +8,13 @@ from typing import Any, NoReturn
 import pytest
 import ray
 import ray._private.worker
+from hypothesis import settings
+
+# Property tests check behaviour, never speed: no per-example deadline, which a shared,
+# busy 2-core machine trips at random (the timing unit of tests/integration does not
+# reach hypothesis).
+settings.register_profile("raydesk", deadline=None)
+settings.load_profile("raydesk")
 
 
 class RayStartedInUnitTest(RuntimeError):

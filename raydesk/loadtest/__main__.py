@@ -1,0 +1,3 @@
+from raydesk.loadtest.cli import main
+
+main()
