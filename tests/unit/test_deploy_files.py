@@ -402,8 +402,9 @@ def test_rayservice_containers(tmp_path: Path) -> None:
         # KubeRay's default metrics port is 8080: moved off raydesk's.
         assert ports["metrics"] != port
         assert group["rayStartParams"]["metrics-export-port"] == str(ports["metrics"])
-        for probe in ("readinessProbe", "livenessProbe"):
-            assert container[probe]["httpGet"] == {"path": "/healthz", "port": "raydesk"}
+        # Liveness: the gateway answers; readiness: the store, shards, routers and bot too.
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "raydesk"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "raydesk"}
         assert container["command"] == ["/bin/bash", "-c", "--"]
         assert "$KUBERAY_GEN_RAY_START_CMD" in container["args"][0]
         assert "/dev/shm" in {m["mountPath"] for m in container["volumeMounts"]}
