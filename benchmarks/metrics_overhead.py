@@ -11,28 +11,26 @@ Measures, per call, the best of --repeat runs of --number calls each:
 - prometheus_client's Counter and Histogram doing the same;
 - with --ray: ray.util.metrics' Counter and Histogram (starts a local Ray for the call).
 
-Writes benchmarks/results/metrics_overhead.json.
+Writes benchmarks/results/metrics_overhead.json and .png.
 Run: .venv/bin/python benchmarks/metrics_overhead.py [--ray]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 import timeit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from report import save
+
 from raydesk import metrics
 from raydesk.prometheus import Counter, Histogram, Registry
 from raydesk.schema import Message, Sender
 from raydesk.session import dump_ack
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 ACK = dump_ack({"type": "ack", "client_msg_id": "k1", "conversation_id": "c_" + "a" * 22,
                 "seq": 12, "message_id": "m_" + "b" * 20, "ts": 1_700_000_000_000})
@@ -53,6 +51,29 @@ def gateway_share_of_a_message() -> None:
     metrics.frame_written(ACK, time.monotonic())
     for _ in range(2):
         metrics.frame_written(EVENT, metrics.commit_time(EVENT))
+
+
+def plot(results: dict[str, dict[str, float]], path: Path, load: float, number: int,
+         repeat: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_call = results["per_call_us"]
+    names, values = list(per_call), list(per_call.values())
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(names) + 1.6))
+    bars = ax.barh(names, values, color="tab:blue")
+    ax.bar_label(bars, [f"{v:.3f}" for v in values], padding=3, fontsize=8)
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_xlim(0, max(values) * 1.12)
+    ax.set_xlabel(f"CPU per call (µs), best of {repeat} runs of {number:,} calls")
+    ax.set_title(f"Metrics on the hot path, per call (load average {load:.2f}, "
+                 f"{os.cpu_count()} cores)", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main() -> None:
@@ -113,13 +134,10 @@ def main() -> None:
     width = max(len(k) for k in results)
     for name, us in results.items():
         print(f"{name:{width}}  {us:6.3f} µs")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "metrics_overhead.json").write_text(json.dumps({
-        "per_call_us": {k: round(v, 3) for k, v in results.items()},
-        "number": n, "repeat": r, "python": platform.python_version(),
-        "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-        "when": time.strftime("%Y-%m-%d %H:%M"),
-    }, indent=2) + "\n")
+    load = round(os.getloadavg()[0], 2)
+    save("metrics_overhead", {"number": n, "repeat": r, "load_avg_1m": load},
+         {"per_call_us": {k: round(v, 3) for k, v in results.items()}},
+         lambda figures, path: plot(figures, path, load, n, r))
 
 
 if __name__ == "__main__":

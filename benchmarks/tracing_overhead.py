@@ -11,14 +11,13 @@ the file exporter, so the export's CPU (another thread) is counted: CPU time is 
 process's, all threads.
 
 Run: .venv/bin/python benchmarks/tracing_overhead.py [--messages 20000]
-Results: benchmarks/results/tracing_overhead.json
+Results: benchmarks/results/tracing_overhead.json and .png
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import statistics
 import tempfile
@@ -26,12 +25,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from report import save
+
 from raydesk import logs, tracing
 from raydesk.config import TracingConfig
 from raydesk.schema import Message, Send, Sender, ShardCommand
 from raydesk.store import Commit, channel
 
-RESULTS = Path(__file__).parent / "results" / "tracing_overhead.json"
 CID = "c_0123456789abcdef012345"
 FRAME = Send(type="send", conversation_id=CID, client_msg_id="k1", text="hello there")
 MESSAGE = Message(conversation_id=CID, seq=2, message_id="m_0123456789abcdef0123",
@@ -99,6 +99,30 @@ def cpu_per_message(step: Callable[[], None], messages: int, rounds: int) -> flo
     return statistics.median(samples)
 
 
+def plot(report: dict[str, dict[str, float]], path: Path, messages: int,
+         rounds: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report)
+    values = [row["cpu_us"] for row in report.values()]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(names) + 1.6))
+    bars = ax.barh(names, values, color="tab:blue")
+    ax.bar_label(bars, [f"{row['cpu_us']:.2f}  (+{row['added_us']:.2f})"
+                        for row in report.values()], padding=3, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlim(1, max(values) * 6)
+    ax.set_xlabel("process CPU per message (µs, log scale); (+n): added to the baseline")
+    ax.set_title(f"Tracing's CPU per chat message (median of {rounds} rounds of "
+                 f"{messages:,} messages)", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
@@ -119,10 +143,9 @@ def main() -> None:
               for name, us in results.items()}
     for name, row in report.items():
         print(f"{name:24} {row['cpu_us']:8.2f} us/message  (+{row['added_us']:.2f} us)")
-    RESULTS.write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
-        "python": platform.python_version(), "messages": args.messages,
-        "rounds": args.rounds, "results": report}, indent=2) + "\n")
+    save("tracing_overhead", {"date": time.strftime("%Y-%m-%d"), "arch": platform.machine(),
+                              "messages": args.messages, "rounds": args.rounds}, report,
+         lambda rows, path: plot(rows, path, args.messages, args.rounds))
 
 
 if __name__ == "__main__":
