@@ -10,6 +10,8 @@ the two, possibly gathered from several load-generating processes, and counts:
   it: stored, only delivered late (the live path dropped or delayed it);
 - **lost**: not even the final ``sync`` has it, or another message holds its seq: the
   ``ack`` promised what the store does not have;
+- **unverified**: not live, and the receiver's final ``sync`` never completed (the server
+  kept refusing it), so whether it is stored is not known;
 - **duplicated**: a seq that arrived live twice, or one sender's ``client_msg_id`` stored
   at two seqs;
 - **reordered**: a seq that arrived live after a higher one.
@@ -57,6 +59,8 @@ class Stream:
     reordered: int = 0
     # Syncs of this stream in flight: live and sync replies may then overlap.
     syncs_in_flight: int = 0
+    # The final sync reached the end of the log: what it did not return is not stored.
+    final_synced: bool = False
 
     def entitled(self, seq: int) -> bool:
         return seq >= self.start and (self.end is None or seq <= self.end)
@@ -112,6 +116,7 @@ class Verdict:
     expected: int = 0
     delivered: int = 0
     late: int = 0
+    unverified: int = 0
     lost: int = 0
     duplicated: int = 0
     reordered: int = 0
@@ -134,7 +139,7 @@ def check(acks: Iterable[Ack], streams: Iterable[Stream]) -> Verdict:
         reordered += stream.reordered
         if stream.role == "customer":  # the customer holds the whole log: count once
             duplicated += stream.stored_twice()
-    acked = expected = delivered = late = lost = 0
+    acked = expected = delivered = late = unverified = lost = 0
     for ack in set(acks):  # a resend's repeated ack is the same promise, checked once
         acked += 1
         receivers = [s for s in by_conversation.get(ack.conversation_id, ())
@@ -150,7 +155,10 @@ def check(acks: Iterable[Ack], streams: Iterable[Stream]) -> Verdict:
                 delivered += 1
             elif ack.seq in stream.late:
                 late += 1
+            elif not stream.final_synced:
+                unverified += 1
             else:
                 lost += 1
     return Verdict(acked=acked, expected=expected, delivered=delivered, late=late,
-                   lost=lost, duplicated=duplicated, reordered=reordered)
+                   unverified=unverified, lost=lost, duplicated=duplicated,
+                   reordered=reordered)

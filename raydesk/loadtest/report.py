@@ -144,8 +144,8 @@ def run_table(result: dict[str, Any]) -> Table:
         c = result["check"]
         table.add_row("delivery check",
                       f"{c['acked']:,} acked: {c['delivered']:,} delivered, {c['late']:,} "
-                      f"late, {c['lost']:,} lost, {c['duplicated']:,} duplicated, "
-                      f"{c['reordered']:,} reordered"
+                      f"late, {c.get('unverified', 0):,} unverified, {c['lost']:,} lost, "
+                      f"{c['duplicated']:,} duplicated, {c['reordered']:,} reordered"
                       + ("" if c["exactly_once"] else "  [bold red]FAILED[/]"))
     for code, count in sorted((result.get("errors") or {}).items()):
         messages = (result.get("error_messages") or {}).get(code, {})

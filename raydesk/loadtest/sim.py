@@ -226,7 +226,7 @@ class Connection:
         await self._send(frame)
 
     async def ping_if_idle(self, now: float) -> None:
-        if self.open_ and now - self.last_sent >= self.heartbeat_s:
+        if self.open_ and not self.syncs and now - self.last_sent >= self.heartbeat_s:
             await self._send({"type": "ping"})
 
     def sync(self, conversation_id: str, since: int) -> None:
@@ -271,6 +271,9 @@ class Connection:
 
     async def final_sync(self) -> None:
         """After the run: fetch every stream's seqs past its last contiguous live one."""
+        conversation = self.conversation_of("")
+        if conversation is not None:  # acked there, even if no event of it arrived
+            self.stream(conversation, 1)
         for stream in list(self.streams.values()):
             self.sync(stream.conversation_id, stream.contiguous())
         if not self.syncs:
@@ -302,7 +305,10 @@ class Connection:
             env.error_messages.setdefault(code, Counter())[str(frame.get("message"))] += 1
         ref = frame.get("ref")
         if ref is None:
-            self._sync_refused()
+            # A refused sync (not one rate-limited: that frame was dropped unread, and
+            # may have been a ping).
+            if code != "rate_limited":
+                self._sync_refused()
             return
         if ref not in self.pending:
             return
@@ -328,6 +334,8 @@ class Connection:
         if answered is not None:
             self._syncs_sent.remove(answered)
         stream = self.streams.get(cid)
+        if self.env.final and stream is not None and not frame.get("more"):
+            stream.final_synced = True
         if frame.get("more") and stream is not None:
             seen = max([stream.highest, *stream.late, *stream.origins, 0])
             self.sync(stream.conversation_id, seen)
@@ -443,8 +451,12 @@ class Customer(Connection):
 
 
 class Agent(Connection):
-    """An agent: online, answers every customer message of its conversations after
-    ``env.agent_delay_s`` (uniformly 0.5x to 1.5x)."""
+    """An agent: online, greets each conversation it is assigned and answers every
+    customer message of it, each after ``env.agent_delay_s`` (uniformly 0.5x to 1.5x).
+
+    It does not fetch a conversation's history when assigned: a console that did so for
+    every assignment at once would itself hit the per-connection frame limit, and the
+    greeting stands for the answer to what came before."""
 
     role: Role = "agent"
 
@@ -452,8 +464,6 @@ class Agent(Connection):
         super().__init__(env, token)
         self.mine: set[str] = set()
         self.foreign: set[str] = set()
-        # The last customer message seen before the agent got the conversation.
-        self._history_ask: dict[str, int] = {}
 
     async def on_welcome(self, welcome: Frame) -> None:
         await self._send({"type": "presence", "status": "online"})
@@ -465,7 +475,7 @@ class Agent(Connection):
                 if cid not in self.streams and cid not in self.foreign:
                     self.mine.add(cid)
                     self.stream(cid, conversation["last_seq"] + 1)
-                    self.sync(cid, 0)
+                    self._answer_later(cid)
         await super().on_welcome(welcome)
 
     def on_assigned(self, frame: Frame) -> None:
@@ -480,8 +490,7 @@ class Agent(Connection):
         self.mine.add(cid)
         stream = self.stream(cid, frame["last_seq"])
         stream.start, stream.end = frame["last_seq"], None
-        # What came before the assignment, as the console fetches it.
-        self.sync(cid, 0)
+        self._answer_later(cid)
 
     def on_message(self, frame: Frame) -> None:
         cid = frame["conversation_id"]
@@ -493,9 +502,7 @@ class Agent(Connection):
             return
         role = frame["sender"]["role"]
         if role == "customer":
-            if frame["seq"] < stream.start:
-                self._history_ask[cid] = max(frame["seq"], self._history_ask.get(cid, 0))
-            elif first:
+            if first and frame["seq"] >= stream.start:
                 self.latency_since("customer_to_agent", sent)
                 self._answer_later(cid)
         elif role == "system":
@@ -504,11 +511,6 @@ class Agent(Connection):
                     "queued", "transferred"):
                 stream.end = frame["seq"]  # no longer ours from here on
                 self.mine.discard(cid)
-
-    def after_synced(self, frame: Frame, stream: Stream | None) -> None:
-        cid = frame["conversation_id"]
-        if not self.env.final and self._history_ask.pop(cid, None) is not None:
-            self._answer_later(cid)
 
     def _answer_later(self, cid: str) -> None:
         env = self.env

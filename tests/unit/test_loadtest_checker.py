@@ -41,6 +41,7 @@ def final_sync(stream: Stream, n: int, missing: set[int]) -> None:
     for seq in range(stream.contiguous() + 1, n + 1):
         if seq not in missing:
             stream.on_final(seq, origin(seq))
+    stream.final_synced = True
 
 
 @given(runs())
@@ -56,6 +57,7 @@ def test_every_acked_message_is_delivered_late_or_lost(
     assert verdict.delivered == len(acked & arrived)
     assert verdict.late == len((acked - arrived) - missing)
     assert verdict.lost == len((acked - arrived) & missing)
+    assert verdict.unverified == 0
     assert verdict.delivered + verdict.late + verdict.lost == verdict.expected
 
 
@@ -90,6 +92,7 @@ def test_agent_is_checked_only_from_its_assignment() -> None:
     for seq in (1, 2, 3, 4, 5):
         agent.on_live(seq, origin(seq))
     agent.syncs_in_flight = 0
+    agent.final_synced = customer.final_synced = True
     verdict = check(acks({2, 5, 6}), [customer, agent])
     # seq 2: the customer only; 5: both; 6: both, but the agent never got it.
     assert verdict.expected == 5
@@ -105,6 +108,15 @@ def test_agent_stops_being_entitled_after_a_requeue() -> None:
         agent.on_live(seq, origin(seq))
     verdict = check(acks({5, 8}), [customer_stream(list(range(1, 9))), agent])
     assert verdict.expected == 3 and verdict.delivered == 3
+
+
+def test_without_a_completed_final_sync_a_missing_message_is_unverified() -> None:
+    """Not live and never confirmed absent: unverified, not lost."""
+    stream = customer_stream([1, 3])
+    verdict = check(acks({2}), [stream])
+    assert verdict.unverified == 1 and verdict.lost == 0 and verdict.exactly_once
+    stream.final_synced = True
+    assert check(acks({2}), [stream]).lost == 1
 
 
 def test_another_message_at_the_acked_seq_is_lost() -> None:
