@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 import time
 import uuid
@@ -49,6 +50,17 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def raise_open_files_limit() -> int:
+    """Every WebSocket holds a file descriptor: take the hard limit, not the soft one the
+    worker inherited (a low soft limit would cap connections per gateway silently)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    log.info("gateway: up to %s open files", soft)
+    return soft
+
+
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -78,6 +90,7 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
 class Gateway:
     async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
         tracing.setup(settings.config, "gateway")
+        raise_open_files_limit()
         self._settings = settings
         self._app, self._core = create_app(settings)
         server_config = settings.config.server

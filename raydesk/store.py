@@ -220,19 +220,30 @@ def _store_errors(exc: RedisError) -> Unavailable:
     return Unavailable("the store refused the request, try again")
 
 
+# Connections per process, and how long a call waits for one before "unavailable". Valkey
+# runs commands one at a time: more connections than this only queue there instead.
+POOL_CONNECTIONS = 100
+POOL_WAIT_S = 10.0
+
+
 class Store:
     """Async access to the store; one instance per process (it owns a connection pool)."""
 
     def __init__(self, url: str, password: str | None = None) -> None:
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+        # A bounded pool whose callers wait for a free connection: redis-py's default pool
+        # refuses the 101st concurrent call (MaxConnectionsError), which under load turned
+        # a busy moment into "unavailable" errors (benchmarks/loadtest.py found it).
+        pool = aioredis.BlockingConnectionPool.from_url(
             url, password=password, decode_responses=True, socket_connect_timeout=5,
             socket_timeout=10, health_check_interval=30,
+            max_connections=POOL_CONNECTIONS, timeout=POOL_WAIT_S,
             # After a store restart every pooled connection is dead; a command that meets
             # one reconnects and is sent again. Safe for commits too: a resent commit that
             # had been applied answers "dup" (sends) or "stale" (the shard reloads).
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             retry_on_error=[RedisConnectionError],
         )
+        self.redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._commit_sha = hashlib.sha1(_COMMIT.encode()).hexdigest()
         # One flush at a time: pipelines on two connections could interleave.
         self._commits: Batcher[Commit, CommitResult] = Batcher(self._flush_commits,

@@ -85,11 +85,13 @@ def cpu_by_process(processes: Iterable[psutil.Process], root: int | None = None,
 
 def cpu_between(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
                 ) -> dict[str, float]:
-    """CPU seconds spent between two :func:`cpu_by_process` readings, by label (a process
-    born in between counts from zero; one that died in between is lost)."""
+    """CPU seconds spent between two :func:`cpu_by_process` readings, by label, of the
+    processes in both (one missing from a reading, born or gone in between, would
+    otherwise bring its whole lifetime's CPU into one interval)."""
     spent: dict[str, float] = {}
     for pid, (name, cpu) in after.items():
-        spent[name] = spent.get(name, 0.0) + max(0.0, cpu - before.get(pid, (name, 0.0))[1])
+        if pid in before:
+            spent[name] = spent.get(name, 0.0) + max(0.0, cpu - before[pid][1])
     return spent
 
 

@@ -271,7 +271,7 @@ def _throughput(ax: Any, result: dict[str, Any]) -> None:
 
 def _by_process(ax: Any, result: dict[str, Any], key: str, title: str) -> None:
     samples = [s for s in result.get("samples", []) if s[key]]
-    names = sorted({n for s in samples for n in s[key] if n != "server_total"},
+    names = sorted({n for s in samples for n in s[key] if not n.startswith("server_")},
                    key=lambda n: -max(s[key].get(n, 0.0) for s in samples))
     for name in names[:9]:
         ax.plot([s["t_s"] for s in samples], [s[key].get(name, 0.0) for s in samples],

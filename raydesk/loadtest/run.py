@@ -305,7 +305,9 @@ def run_step(crew: Crew, plan: Plan, step: Step, sampler: Sampler,
         "sent_agent_per_s": round(merged.total("sent_agent") / seconds, 1),
         "acked_per_s": round(acked / seconds, 1),
         "acked": acked, "late": merged.total("late"),
-        "late_share": round(merged.total("late") / offered, 4) if offered else 0.0,
+        # Late customer messages and late agent replies, of all sent.
+        "late_share": round(merged.total("late") / max(1, merged.total("sent_customer")
+                                                      + merged.total("sent_agent")), 4),
         "refused": merged.total("refused"), "skipped": merged.total("skipped"),
         "unacked": sum(a["unacked"] for a in answers),
         "connected": sum(a["connected"] for a in answers),

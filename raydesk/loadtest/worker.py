@@ -27,8 +27,9 @@ import httpx
 
 from raydesk.loadtest.accounts import REST_TIMEOUT_S, create_visitors
 from raydesk.loadtest.metrics import Recorder
+from raydesk.loadtest.people import Agent, Customer
 from raydesk.loadtest.procs import raise_nofile
-from raydesk.loadtest.sim import Agent, Connection, Customer, Env
+from raydesk.loadtest.sim import Connection, Env
 from raydesk.loadtest.texts import Mix, Phrasebook
 
 PROGRESS_EVERY_S = 1.0
@@ -272,10 +273,17 @@ class Worker:
         env = self.env
         env.final = True
         connections = [c for c in self.connections if c.open_]
-        for connection in connections:
-            await connection.final_sync()
+        gate = asyncio.Semaphore(self.spec.connect_concurrency)
+
+        async def synced(connection: Connection) -> None:
+            # A few connections at a time: all of them syncing at once would be a burst
+            # of store reads of the generator's own making.
+            async with gate:
+                await connection.final_sync()
+                await connection.synced.wait()
+
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in connections)),
+            await asyncio.wait_for(asyncio.gather(*(synced(c) for c in connections)),
                                    timeout_s)
         streams = [s for c in self.connections for s in c.streams.values()]
         kinds: Counter[str] = Counter()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from raydesk.loadtest.sim import Agent, Customer, Env
+from raydesk.loadtest.people import Agent, Customer
+from raydesk.loadtest.sim import Env
 from raydesk.loadtest.texts import Mix, Phrasebook
 
 RUN = "r1"
