@@ -17,17 +17,25 @@ ensure_venv() {
   fi
 }
 
-# The console and widget tests drive Debian's chromium (never a browser a test tool
-# downloads). Installed with apt when missing; RAYDESK_CHROMIUM points at another binary.
-ensure_chromium() {
-  local chromium="${RAYDESK_CHROMIUM:-/usr/bin/chromium}"
-  if [ ! -x "$chromium" ]; then
-    echo "raydesk: installing Debian's chromium for the browser tests" >&2
+# Install a Debian package with apt unless its binary is there already.
+# ensure_debian_binary BINARY PACKAGE WHY [APT OPTIONS...]
+ensure_debian_binary() {
+  local binary="$1" package="$2" why="$3"
+  shift 3
+  if [ ! -x "$binary" ]; then
+    echo "raydesk: installing Debian's $package $why" >&2
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" "$package" >&2
   fi
+}
+
+# The console and widget tests drive Debian's chromium (never a browser a test tool
+# downloads). RAYDESK_CHROMIUM points at another binary.
+ensure_chromium() {
+  ensure_debian_binary "${RAYDESK_CHROMIUM:-/usr/bin/chromium}" chromium \
+    "for the browser tests"
 }
 
 # The metrics test scrapes raydesk with a real Prometheus: Debian's package, whose binary
@@ -35,13 +43,6 @@ ensure_chromium() {
 # starts a service of its own on port 9090 that the tests do not need
 # (systemctl disable --now prometheus). RAYDESK_PROMETHEUS points at another binary.
 ensure_prometheus() {
-  local prometheus="${RAYDESK_PROMETHEUS:-/usr/bin/prometheus}"
-  if [ ! -x "$prometheus" ]; then
-    echo "raydesk: installing Debian's prometheus for the metrics test" >&2
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-      prometheus >&2
-  fi
+  ensure_debian_binary "${RAYDESK_PROMETHEUS:-/usr/bin/prometheus}" prometheus \
+    "for the metrics test" --no-install-recommends
 }
