@@ -49,7 +49,8 @@ def load_or_create_secrets(data_dir: Path, admin_token: str | None) -> Secrets:
     changed = False
     for key in ("signing_key", "store_password", "admin_token"):
         if not stored.get(key):
-            stored[key] = secrets.token_urlsafe(32)
+            # Hex: a secret that starts with "-" would read as an option on a command line.
+            stored[key] = secrets.token_hex(32)
             changed = True
     if changed:
         tmp = path.with_suffix(".tmp")

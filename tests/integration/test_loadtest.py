@@ -25,7 +25,7 @@ def test_quick_load_test_delivers_every_message_once_in_order(runtime: Runtime,
     out = tmp_path / "results"
     done = subprocess.run(
         [sys.executable, "-m", "raydesk.cli", "loadtest", "--quick", "--url", runtime.url,
-         "--admin-token", runtime.secrets.admin_token, "--inbox", BOT_INBOX,
+         f"--admin-token={runtime.secrets.admin_token}", "--inbox", BOT_INBOX,
          "--out", str(out), "--no-progress"],
         capture_output=True, text=True, timeout=240 * SCALE, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

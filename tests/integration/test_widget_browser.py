@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import Page, WebSocketRoute, expect
 
 from raydesk.runtime import Runtime
-from tests.integration.client import WAIT_S, Api, Client
+from tests.integration.client import WAIT_S, Api, Client, Frame
 from tests.integration.conftest import artifact
 
 pytestmark = pytest.mark.integration
@@ -108,6 +108,13 @@ class Chat:
     cid: str
 
 
+async def assigned_to(agent_ws: Client, visitor: dict[str, str]) -> Frame:
+    """The agent's assignment of this visitor's conversation. The agent can take a
+    conversation without a skill that an earlier test left waiting; that one is skipped."""
+    return await agent_ws.expect(lambda f: f["type"] == "assigned"
+                                 and f["visitor"]["id"] == visitor["visitor_id"])
+
+
 async def start_chat(api: Api, connect: Any, new_page: Any, runtime: Runtime, skill: str,
                      text: str = "Hello, where is my order?") -> Chat:
     """An online agent with the test's skill, a widget on /demo whose visitor has that
@@ -117,7 +124,7 @@ async def start_chat(api: Api, connect: Any, new_page: Any, runtime: Runtime, sk
     page = await demo_page(new_page, runtime, visitor)
     await open_panel(page)
     await write(page, text)
-    assigned = await agent_ws.expect_type("assigned")
+    assigned = await assigned_to(agent_ws, visitor)
     assert assigned["visitor"]["id"] == visitor["visitor_id"]
     return Chat(page, agent, agent_ws, visitor, assigned["conversation_id"])
 
@@ -150,7 +157,7 @@ async def test_chat_with_an_agent(api: Api, connect: Any, new_page: Any, runtime
     await expect(mine).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
     await expect(mine.locator("[data-testid=message-status]")).to_have_text("✓")
 
-    assigned = await agent_ws.expect_type("assigned")
+    assigned = await assigned_to(agent_ws, visitor)
     cid = assigned["conversation_id"]
     assert assigned["visitor"]["id"] == visitor["visitor_id"]
     await agent_ws.send_frame({"type": "sync", "conversation_id": cid, "since": 0})
@@ -252,7 +259,7 @@ async def test_messages_delivered_twice_show_once(api: Api, connect: Any, new_pa
     await page.goto("/demo")
     await open_panel(page)
     await write(page, "First question")
-    cid = (await agent_ws.expect_type("assigned"))["conversation_id"]
+    cid = (await assigned_to(agent_ws, visitor))["conversation_id"]
     for text in ("Reply one", "Reply two", "Reply three"):
         await agent_ws.send_text(text, conversation_id=cid)
     await write(page, "Second question")
@@ -301,7 +308,7 @@ async def test_lost_message_is_fetched_at_the_gap(api: Api, connect: Any, new_pa
     await page.goto("/demo")
     await open_panel(page)
     await write(page, "Hello")
-    cid = (await agent_ws.expect_type("assigned"))["conversation_id"]
+    cid = (await assigned_to(agent_ws, visitor))["conversation_id"]
     lost = await agent_ws.send_text("This one gets lost", conversation_id=cid)
     await asyncio.sleep(0.5)
     assert dropped == [lost["seq"]]
@@ -462,7 +469,7 @@ async def test_offline_notice_when_no_agent_is_online(api: Api, connect: Any, ne
     await page.screenshot(path=artifact("widget-offline.png"))
 
     _, agent_ws = await online_agent(api, connect, skill, partition="p2")
-    await agent_ws.expect_type("assigned")
+    await assigned_to(agent_ws, visitor)
     await expect(shown(page, "An agent joined", "system")).to_have_count(1, timeout=WAIT_MS)
     await expect(offline).to_be_hidden()
     await expect(page.locator("[data-testid=queue-notice]")).to_be_hidden()

@@ -212,6 +212,8 @@ def test_secrets_file_is_created_private(tmp_path: Path) -> None:
                       "admin_token": created.admin_token}
     assert len({created.signing_key, created.store_password, created.admin_token}) == 3
     assert all(len(v) >= 32 for v in stored.values())
+    # 256 bits in hex: never a leading "-" that a command line would take for an option.
+    assert all(len(v) == 64 and int(v, 16) >= 0 for v in stored.values())
     assert created.admin_token_generated is True
     assert not list(data.glob("*.tmp"))
 
