@@ -132,10 +132,11 @@ async def test_every_process_is_reported_once(api: Api, runtime: Runtime) -> Non
     assert seen["router"] == set(runtime.settings.partitions)
 
 
-async def test_bot_turns_are_counted(api: Api, connect: Any) -> None:
+async def test_bot_turns_are_counted(api: Api, connect: Any, skill: str) -> None:
     """A question to the bot moves the bot's turn, request and model series."""
     before = await _scrape(api)
-    visitor = await api.visitor(inbox=BOT_INBOX)
+    # A skill of its own: if the bot hands off, no later test's agent is given it.
+    visitor = await api.visitor(inbox=BOT_INBOX, skill=skill)
     customer: Client = await connect(visitor["token"])
     ack = await customer.send_text("hello!")
     await customer.expect(lambda f: f["type"] == "message" and f["seq"] > ack["seq"]

@@ -116,7 +116,7 @@ def test_serve_deploy_without_raydesk_says_what_to_do(runtime: Runtime) -> None:
 
 
 async def test_serve_deploy_swaps_the_model_like_model_use(
-        runtime: Runtime, api: Api, connect: Any) -> None:
+        runtime: Runtime, api: Api, connect: Any, skill: str) -> None:
     """On a raydesk that `raydesk serve` started: the first serve deploy takes both
     applications over (rebuilt once, from the running raydesk's settings); a second one
     that changes the Assistant's user_config rolls the model out in place, with no
@@ -166,7 +166,8 @@ async def test_serve_deploy_swaps_the_model_like_model_use(
         while await bot_model() != original:
             assert time.monotonic() < deadline, "the rebuilt bot did not serve the model"
             await asyncio.sleep(1)
-        visitor = await api.visitor()
+        # A skill of its own: if the bot hands off, no later test's agent is given it.
+        visitor = await api.visitor(skill=skill)
         customer = await connect(visitor["token"])
         version = f"serve-deploy-{int(time.time())}"
         swapped = {**copy.deepcopy(original), "version": version}

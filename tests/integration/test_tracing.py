@@ -99,10 +99,11 @@ async def test_one_trace_per_message_across_gateway_and_shard(
 
 
 async def test_the_bots_answer_is_in_the_trace_of_the_question(
-        runtime: Runtime, api: Api, connect: Any) -> None:
+        runtime: Runtime, api: Api, connect: Any, skill: str) -> None:
     """In a bot conversation, the bot's turn (a child of the question's shard append), its
     commit and the delivery of its answer to the customer are in the question's trace."""
-    visitor = await api.visitor(inbox=BOT_INBOX)
+    # A skill of its own: if the bot hands off, no later test's agent is given it.
+    visitor = await api.visitor(inbox=BOT_INBOX, skill=skill)
     customer = await connect(visitor["token"])
     question = await customer.send_text("hello")
     cid = question["conversation_id"]
