@@ -98,6 +98,15 @@ async def test_one_trace_per_message_across_gateway_and_shard(
     assert traces[0] != traces[1]
 
 
+def _ancestors(spans: dict[str, Span], span: Span, depth: int) -> list[Span]:
+    """Up to `depth` ancestors of `span` found in `spans`, nearest first."""
+    chain: list[Span] = []
+    while len(chain) < depth and span["parent_span_id"] in spans:
+        span = spans[span["parent_span_id"]]
+        chain.append(span)
+    return chain
+
+
 async def test_the_bots_answer_is_in_the_trace_of_the_question(
         runtime: Runtime, api: Api, connect: Any, skill: str) -> None:
     """In a bot conversation, the bot's turn (a child of the question's shard append), its
@@ -113,18 +122,20 @@ async def test_the_bots_answer_is_in_the_trace_of_the_question(
                                    and f["sender"]["role"] in ("bot", "system"))
     asked = await _spans_of(runtime, question["message_id"], {"shard append"}, set())
     trace_id = asked[0]["trace_id"]
+    # Each process exports its spans in its own batches: wait for the whole chain, the
+    # gateway's deliver span can be on disk before the shard's commit and bot turn.
     deadline = asyncio.get_running_loop().time() + WAIT_S
     while True:
         spans = {s["span_id"]: s for s in _read_spans(runtime) if s["trace_id"] == trace_id}
         delivered = [s for s in spans.values() if s["name"] == "deliver"
                      and s["attributes"].get("raydesk.message_id") == answer["message_id"]]
-        if delivered or asyncio.get_running_loop().time() > deadline:
+        chain = _ancestors(spans, delivered[0], 3) if delivered else []
+        if len(chain) == 3 or asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(0.5)
     assert delivered, f"no deliver span of the answer in {sorted(spans)}"
-    commit = spans[delivered[0]["parent_span_id"]]
-    bot_turn = spans[commit["parent_span_id"]]
-    append = spans[bot_turn["parent_span_id"]]
+    assert len(chain) == 3, f"the deliver span's ancestors are not all exported: {chain}"
+    commit, bot_turn, append = chain
     assert (commit["name"], bot_turn["name"], append["name"]) == (
         "store commit", "bot turn", "shard append")
     assert append["attributes"]["raydesk.message_id"] == question["message_id"]
