@@ -108,16 +108,23 @@ class Router:
             self._enqueue(cid, state, ts)
             await self._dispatch()
 
-    async def responded(self, agent_id: str, response_ms: int) -> None:
-        """A sample of the agent's response time (customer message to this reply)."""
+    async def responded(self, samples: list[tuple[str, int]]) -> None:
+        """Samples of agents' response times (customer message to the agent's reply),
+        ``(agent id, ms)`` in the order they were measured; stored in one round trip."""
         await self._ensure_started()
         async with self._lock:
-            slot = self._agents.get(agent_id) or await self._load_agent(agent_id)
-            if slot is None:
-                return
-            slot.response_ms = ewma(slot.response_ms, response_ms, self._weights.ewma_alpha)
-            await self._store.call("HSET", keys.agent_key(agent_id), "rt_ms",
-                                   str(round(slot.response_ms)))
+            measured: dict[str, float] = {}
+            for agent_id, response_ms in samples:
+                slot = self._agents.get(agent_id) or await self._load_agent(agent_id)
+                if slot is None:
+                    continue
+                slot.response_ms = ewma(slot.response_ms, response_ms,
+                                        self._weights.ewma_alpha)
+                measured[agent_id] = slot.response_ms
+            if measured:
+                await self._store.pipeline([
+                    ("HSET", keys.agent_key(agent_id), "rt_ms", str(round(ms)))
+                    for agent_id, ms in measured.items()])
 
     async def dequeued(self, cid: str) -> None:
         await self._ensure_started()

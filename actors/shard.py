@@ -19,6 +19,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -32,7 +33,7 @@ from models.base import Analysis
 from models.policy import wants_human
 from raydesk import decide, logs, metrics, tracing
 from raydesk import store as keys
-from raydesk.batching import Batcher
+from raydesk.batching import Batcher, Deferred
 from raydesk.config import bot_policy
 from raydesk.conversation import Conversation, Status
 from raydesk.errors import NotFound, RaydeskError, Unavailable
@@ -50,6 +51,11 @@ ACTIVE_LIMIT = 50_000
 QUESTIONS_PER_CALL = 64
 # How often a shard looks for bot turns a dead instance owed.
 RECOVERY_EVERY_S = 5.0
+# Agents' response-time samples go to the router in one call per partition at most this
+# often: one Ray call per agent reply cost the router 0.6 ms of CPU per message at 1,000
+# messages/s (benchmarks/results/loadtest_steady.json). A later tell to the same router
+# sends the waiting samples first, so the router sees everything in the order it was told.
+RESPONSE_SAMPLES_EVERY_S = 0.05
 
 
 class StaleState(Exception):
@@ -74,6 +80,10 @@ class ConversationShard:
         self._mailboxes: dict[str, asyncio.Lock] = {}
         self._waiting: dict[str, int] = {}
         self._routers: dict[str, Any] = {}
+        self._response_samples: Deferred[tuple[str, int]] = Deferred(
+            lambda partition, samples: self._call_router(partition, "responded", samples),
+            RESPONSE_SAMPLES_EVERY_S)
+        self._router_warned: dict[str, float] = {}
         bot = settings.config.bot
         self._policy = bot_policy(bot)
         self._assistant: Any = None
@@ -359,13 +369,27 @@ class ConversationShard:
         return skill, priority
 
     def _tell_router(self, partition: str, method: str, *args: Any) -> None:
-        """Fire and forget: the router also reconciles with the store on a timer."""
+        """Fire and forget: the router also reconciles with the store on a timer.
+        Response-time samples (``responded``) wait to go in one call per partition."""
+        if method == "responded":
+            self._response_samples.add(partition, (args[0], args[1]))
+            return
+        self._response_samples.flush(partition)
+        self._call_router(partition, method, *args)
+
+    def _call_router(self, partition: str, method: str, *args: Any) -> None:
         try:
             if partition not in self._routers:
                 self._routers[partition] = ray.get_actor(
                     self._settings.router_name(partition), namespace=self._settings.namespace)
             getattr(self._routers[partition], method).remote(*args)
-        except Exception:
+        except Exception as exc:
             self._routers.pop(partition, None)
-            log.warning("shard %s: router %s unreachable for %s%s", self._name, partition,
-                        method, args)
+            # Once per partition and minute: under load a router that is away would
+            # otherwise write a line per message.
+            now = time.monotonic()
+            if now - self._router_warned.get(partition, -math.inf) >= 60:
+                self._router_warned[partition] = now
+                log.warning("shard %s: router %s unreachable for %s (%s: %s); it reconciles "
+                            "with the store when back", self._name, partition, method,
+                            type(exc).__name__, exc)

@@ -79,3 +79,26 @@ class Batcher(Generic[Item, Result]):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+
+class Deferred(Generic[Item]):
+    """Fire-and-forget items held for up to ``delay_s`` per key, then sent together with
+    ``send(key, items)``; :meth:`flush` sends a key's items at once (so that a later
+    message to the same receiver never overtakes them). For tells that nobody waits on,
+    where a short delay costs nothing and one call per item costs a Ray call each."""
+
+    def __init__(self, send: Callable[[str, list[Item]], None], delay_s: float) -> None:
+        self._send = send
+        self._delay_s = delay_s
+        self._held: dict[str, list[Item]] = {}
+
+    def add(self, key: str, item: Item) -> None:
+        held = self._held.setdefault(key, [])
+        held.append(item)
+        if len(held) == 1:
+            asyncio.get_running_loop().call_later(self._delay_s, self.flush, key)
+
+    def flush(self, key: str) -> None:
+        held = self._held.pop(key, None)
+        if held:
+            self._send(key, held)

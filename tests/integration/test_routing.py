@@ -95,6 +95,41 @@ async def test_response_time_is_measured_and_preferred(api: Api, connect: Any, s
     assert not [f for f in fast_ws.frames if f["type"] == "assigned"]
 
 
+async def test_replies_close_together_each_count(api: Api, connect: Any, skill: str,
+                                                 runtime: Runtime) -> None:
+    """Response-time samples of replies sent in one burst (two agents; the shards hold
+    samples briefly and send them together) all reach the router, each moving its own
+    agent's EWMA."""
+    first, first_ws = await online_agent(api, connect, [skill], max_chats=1)
+    customer_a, cid_a = await open_chat(api, connect, skill, "question a")
+    await first_ws.expect_type("assigned", conversation_id=cid_a)
+    second, second_ws = await online_agent(api, connect, [skill], max_chats=1)
+    _, cid_b = await open_chat(api, connect, skill, "question b")
+    await second_ws.expect_type("assigned", conversation_id=cid_b)
+    await first_ws.send_text("answer a", cid_a)
+
+    async def response_ms(wanted: Any) -> list[float | None]:
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            agents = (await router_view(runtime))["agents"]
+            measured = [agents[a["agent_id"]]["response_ms"] for a in (first, second)]
+            if wanted(measured) or asyncio.get_running_loop().time() > deadline:
+                return measured
+            await asyncio.sleep(0.1)
+
+    [before, _] = await response_ms(lambda m: m[0] is not None)
+    assert before is not None, "the first agent's reply was not measured"
+    await asyncio.sleep(0.3)
+    # One burst: a quick answer from the first agent, a slower one from the second.
+    await customer_a.send_text("again", cid_a)
+    await first_ws.expect(lambda f: f["type"] == "message" and f.get("text") == "again")
+    await first_ws.send_text("answer a again", cid_a)
+    await second_ws.send_text("answer b", cid_b)
+    after = await response_ms(lambda m: m[1] is not None and m[0] != before)
+    assert after[1] is not None and after[1] >= 300, after
+    assert after[0] is not None and after[0] < before, (before, after)
+
+
 async def test_vanished_agent_requeued_at_the_front(api: Api, connect: Any, ws_url: str,
                                                     skill: str) -> None:
     """An agent who disconnects and stays away past the grace period has their

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Sequence
 
 import pytest
 
-from raydesk.batching import Batcher
+from raydesk.batching import Batcher, Deferred
 
 # Upper bound for any wait in these tests: a hang fails fast instead of hitting the
 # suite's timeout. Nothing here sleeps for real; every step is driven by events. A slow
@@ -188,3 +188,36 @@ async def test_cancelled_caller_does_not_disturb_the_others() -> None:
     results = await _gather(*tasks)
     assert results[0] == 0 and results[2] == 20
     assert isinstance(results[1], asyncio.CancelledError)
+
+
+# --- Deferred ------------------------------------------------------------------------------
+
+async def test_deferred_sends_each_keys_items_together_after_the_delay() -> None:
+    sent: list[tuple[str, list[int]]] = []
+    done = asyncio.Event()
+
+    def send(key: str, items: list[int]) -> None:
+        sent.append((key, items))
+        if len(sent) == 2:
+            done.set()
+
+    deferred: Deferred[int] = Deferred(send, 0.01)
+    for item in (1, 2, 3):
+        deferred.add("a", item)
+    deferred.add("b", 9)
+    assert sent == []  # nothing goes before the delay
+    await asyncio.wait_for(done.wait(), DEADLINE_S)
+    assert sorted(sent) == [("a", [1, 2, 3]), ("b", [9])]
+
+
+async def test_deferred_flush_sends_at_once_and_the_timer_then_sends_nothing_twice() -> None:
+    sent: list[tuple[str, list[int]]] = []
+    deferred: Deferred[int] = Deferred(lambda key, items: sent.append((key, items)), 0.01)
+    deferred.add("a", 1)
+    deferred.add("a", 2)
+    deferred.flush("a")
+    assert sent == [("a", [1, 2])]
+    deferred.add("a", 3)  # a new hold, with its own timer
+    deferred.flush("b")  # nothing held for b: nothing sent
+    await asyncio.sleep(0.05)
+    assert sent == [("a", [1, 2]), ("a", [3])]
