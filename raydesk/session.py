@@ -77,6 +77,9 @@ CLOSE_TIMEOUT = 4408
 CLOSE_RATE_LIMITED = 4429
 
 SYNC_PAGE = 500
+# Frames of different conversations one connection may have in flight at once; the next
+# frame is read when one of them is done (an agent's connection stays bounded).
+PIPELINE_DEPTH = 32
 WELCOME_CONVERSATIONS = 50
 _connection_ids = itertools.count(1)
 
@@ -106,6 +109,8 @@ class Session:
         self._open_conversation: str | None = None
         # Events delivered between subscribing and sending welcome; flushed after it.
         self._early: list[str] | None = []
+        # Conversation -> the task handling its latest frame (see _read_frames).
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
 
     # --- delivery (called by the hub) -----------------------------------------------------
 
@@ -148,12 +153,10 @@ class Session:
         await self.ws.accept()
         logs.CONNECTION_ID.set(self.id)  # this connection's task: on each of its log lines
         writer = asyncio.get_running_loop().create_task(self._write())
-        watchdog: asyncio.Task[None] | None = None
         try:
             self.principal = await self._handshake()
             logs.PARTICIPANT_ID.set(self.principal.id)
             log.info("connection %s opened by %s", self.id, self._who())
-            watchdog = asyncio.get_running_loop().create_task(self._watch_heartbeat())
             await self._read_frames()
         except _Closing as closing:
             self._close_soon(closing.code)
@@ -166,8 +169,6 @@ class Session:
             log.exception("connection %s of %s failed", self.id, self._who())
             self._close_soon(CLOSE_SERVER_ERROR)
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
             if self.principal is not None:
                 await self.core.detach(self)
             self._close_soon(CLOSE_NORMAL)
@@ -278,39 +279,88 @@ class Session:
         return Welcome(role=principal.wire_role, id=principal.id, conversations=summaries,
                        heartbeat_s=self.core.config.websocket.heartbeat_s)
 
-    async def _watch_heartbeat(self) -> None:
-        timeout = self.core.config.websocket.heartbeat_timeout_s
-        while True:
-            silent = time.monotonic() - self._last_heard
-            if silent > timeout:
-                log.info("connection %s of %s: heartbeat timeout", self.id, self._who())
-                self._close_soon(CLOSE_TIMEOUT)
-                return
-            await asyncio.sleep(min(timeout - silent + 0.05, 5.0))
+    def check_heartbeat(self, now: float, timeout: float) -> None:
+        """Close the connection if nothing came from the client for ``timeout`` seconds
+        (called by the gateway's sweep, one task for every connection)."""
+        if self._close_code is None and now - self._last_heard > timeout:
+            log.info("connection %s of %s: heartbeat timeout", self.id, self._who())
+            self._close_soon(CLOSE_TIMEOUT)
 
     async def _read_frames(self) -> None:
-        while self._close_code is None:
-            text = await self._receive_text()
-            try:
-                # Before parsing: a flood must cost as little as possible.
-                if not self._bucket.take(time.monotonic()):
-                    if self._bucket.exhausted:
-                        raise _Closing(CLOSE_RATE_LIMITED)
-                    raise RateLimited("too many frames, slow down")
-                frame = parse_client_frame(text)
-                logs.CONVERSATION_ID.set(getattr(frame, "conversation_id", None))
-                with tracing.frame_span(frame, self.id):
-                    await self._handle(frame)
-            except RaydeskError as exc:
-                self.send(dump_error(exc, exc.ref or frame_ref(text)))
+        """Read frames and handle them: those of one conversation one after the other,
+        in the order they came, those of different conversations at the same time (an
+        agent in 50 chats does not wait for one chat's round trip to the store before
+        the next chat's frame is read). A frame without a conversation waits for every
+        frame before it, so its order with the others is kept too."""
+        try:
+            while self._close_code is None:
+                text = await self._receive_text()
+                received = self._last_heard
+                try:
+                    # Before parsing: a flood must cost as little as possible.
+                    if not self._bucket.take(received):
+                        if self._bucket.exhausted:
+                            raise _Closing(CLOSE_RATE_LIMITED)
+                        raise RateLimited("too many frames, slow down")
+                    frame = parse_client_frame(text)
+                except RaydeskError as exc:
+                    self.send(dump_error(exc, exc.ref or frame_ref(text)))
+                    continue
+                cid = getattr(frame, "conversation_id", None)
+                logs.CONVERSATION_ID.set(cid)
+                if cid is None:
+                    await self._drain_in_flight()
+                    await self._handle_one(frame, text, received)
+                    continue
+                while len(self._in_flight) >= PIPELINE_DEPTH:
+                    await asyncio.wait(set(self._in_flight.values()),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                self._pipeline(cid, frame, text, received)
+        finally:
+            await self._drain_in_flight()
+
+    def _pipeline(self, cid: str, frame: Any, text: str, received: float) -> None:
+        """Handle ``frame`` after the frames of conversation ``cid`` already in flight."""
+        before = self._in_flight.get(cid)
+
+        async def handle() -> None:
+            if before is not None:
+                await asyncio.wait([before])
+            await self._handle_one(frame, text, received)
+
+        task = asyncio.get_running_loop().create_task(handle())
+        self._in_flight[cid] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._in_flight.get(cid) is done:
+                del self._in_flight[cid]
+
+        task.add_done_callback(forget)
+
+    async def _drain_in_flight(self) -> None:
+        while self._in_flight:
+            await asyncio.wait(set(self._in_flight.values()))
+
+    async def _handle_one(self, frame: Any, text: str, received: float) -> None:
+        """Handle a frame; a refusal is told to the client, anything else closes the
+        connection (as it did when frames were handled in the reading loop)."""
+        try:
+            with tracing.frame_span(frame, self.id):
+                await self._handle(frame, received)
+        except RaydeskError as exc:
+            self.send(dump_error(exc, exc.ref or frame_ref(text)))
+        except Exception:
+            log.exception("connection %s of %s: frame %s failed", self.id, self._who(),
+                          getattr(frame, "type", "?"))
+            self._close_soon(CLOSE_SERVER_ERROR)
 
     # --- frames ------------------------------------------------------------------------------
 
-    async def _handle(self, frame: Any) -> None:
+    async def _handle(self, frame: Any, received: float) -> None:
         assert self.principal is not None
         metrics.FRAMES_RECEIVED.labels(frame.type).inc()
         if isinstance(frame, Send):
-            await self._send(frame)
+            await self._send(frame, received)
         elif isinstance(frame, Ping):
             self.send(PONG)
         elif isinstance(frame, Sync):
@@ -361,7 +411,7 @@ class Session:
                                **fields)
         return await self.core.shards.submit(command)
 
-    async def _send(self, frame: Send) -> None:
+    async def _send(self, frame: Send, received: float) -> None:
         assert self.principal is not None
         if len(frame.text) > self.core.config.limits.max_text_chars:
             raise TooLarge(f"text: longer than {self.core.config.limits.max_text_chars} "
@@ -389,8 +439,7 @@ class Session:
         tracing.annotate(message_id=ack.get("message_id"),
                          conversation_id=cid if frame.conversation_id is None else None)
         metrics.MESSAGES_RECEIVED.labels(self.principal.role).inc()
-        # Frames are handled one at a time: _last_heard is when this one arrived.
-        self.send(dump_ack(ack), self._last_heard)
+        self.send(dump_ack(ack), received)
 
     async def _sync(self, frame: Sync) -> None:
         assert self.principal is not None

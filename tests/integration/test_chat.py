@@ -294,3 +294,36 @@ async def test_welcome_comes_first(api: Api, connect: Any, skill: str) -> None:
     agent_ws = await connect(agent["token"])
     assert agent_ws.frames[0]["type"] == "welcome"
     await agent_ws.expect_type("assigned", conversation_id=cid)
+
+
+async def test_an_agents_frames_keep_their_order_per_conversation(api: Api, connect: Any,
+                                                                   skill: str) -> None:
+    """An agent in three chats writes 12 messages to each, interleaved, without waiting for
+    acks. The gateway handles different conversations' frames at once, but each customer
+    gets their conversation's messages in the order written, each acknowledged once,
+    with seqs in that order."""
+    _, agent_ws = await _online_agent(api, connect, skill, max_chats=3)
+    chats = [await _open(api, connect, skill, f"customer {i}") for i in range(3)]
+    for customer, cid in chats:
+        await customer.expect_event("assigned", cid)
+    burst = [(cid, f"{cid} #{n}", f"m-{i}-{n}") for n in range(12)
+             for i, (_, cid) in enumerate(chats)]
+    for cid, text, client_msg_id in burst:
+        await agent_ws.send_frame({"type": "send", "conversation_id": cid, "text": text,
+                                   "client_msg_id": client_msg_id})
+    acks = {}
+    for _, _, client_msg_id in burst:
+        ack = await agent_ws.expect(lambda f, c=client_msg_id: f["type"] == "ack"
+                                    and f["client_msg_id"] == c)
+        acks[client_msg_id] = ack
+    assert len([f for f in agent_ws.frames if f["type"] == "ack"
+                and f["client_msg_id"].startswith("m-")]) == len(burst)
+    for i, (customer, cid) in enumerate(chats):
+        wanted = [f"{cid} #{n}" for n in range(12)]
+        await customer.expect(lambda f, last=wanted[-1]: f["type"] == "message"
+                              and f.get("text") == last)
+        got = [f for f in customer.messages(cid) if f["sender"]["role"] == "agent"]
+        assert [f["text"] for f in got] == wanted
+        seqs = [acks[f"m-{i}-{n}"]["seq"] for n in range(12)]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 12
+        assert [f["seq"] for f in got] == seqs
