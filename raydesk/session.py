@@ -84,6 +84,39 @@ WELCOME_CONVERSATIONS = 50
 _connection_ids = itertools.count(1)
 
 
+class Outbox:
+    """A connection's frames waiting to be written: a list and one waiter. An
+    ``asyncio.Queue`` cost 3.3 KB per connection (three deques and an Event), this 0.1 KB
+    (tracemalloc, 10,000 of each): at 10,000 connections, 31 MB."""
+
+    __slots__ = ("_items", "_limit", "_waiter")
+
+    def __init__(self, limit: int) -> None:
+        self._items: list[tuple[str, float] | None] = []
+        self._limit = limit
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: tuple[str, float] | None, force: bool = False) -> bool:
+        """Queue ``item``; False if ``limit`` items wait already (``force``: queue anyway)."""
+        if len(self._items) >= self._limit and not force:
+            return False
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        return True
+
+    async def take(self) -> list[tuple[str, float] | None]:
+        """Everything queued, in order; waits until there is something."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        items, self._items = self._items, []
+        return items
+
+
 class _Closing(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
@@ -99,8 +132,7 @@ class Session:
         self.presence: str = core.config.routing.initial_presence
         limits = core.config.limits
         # (frame, stamp for metrics.frame_written); None: close.
-        self._outbox: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue(
-            limits.outbox_frames)
+        self._outbox = Outbox(limits.outbox_frames)
         self._bucket = TokenBucket(limits.messages_per_s, limits.burst,
                                    limits.rate_limit_strikes, time.monotonic())
         self._last_heard = time.monotonic()
@@ -125,9 +157,7 @@ class Session:
         """Queue a frame; a client too slow to take it is closed (1013)."""
         if self._close_code is not None:
             return
-        try:
-            self._outbox.put_nowait((payload, stamp))
-        except asyncio.QueueFull:
+        if not self._outbox.put((payload, stamp)):
             log.warning("connection %s of %s: outbox full, closing", self.id, self._who())
             self._close_soon(CLOSE_TRY_AGAIN)
 
@@ -138,11 +168,7 @@ class Session:
         if self._close_code is None:
             self._close_code = code
             # Wake the writer: it closes once what is already queued is out.
-            try:
-                self._outbox.put_nowait(None)
-            except asyncio.QueueFull:
-                self._outbox.get_nowait()
-                self._outbox.put_nowait(None)
+            self._outbox.put(None, force=True)
 
     def _who(self) -> str:
         return f"{self.principal.role} {self.principal.id}" if self.principal else "anonymous"
@@ -178,12 +204,14 @@ class Session:
 
     async def _write(self) -> None:
         try:
-            while True:
-                item = await self._outbox.get()
-                if item is None:
-                    break
-                await self.ws.send_text(item[0])
-                metrics.frame_written(*item)
+            closing = False
+            while not closing:
+                for item in await self._outbox.take():
+                    if item is None:
+                        closing = True
+                        break
+                    await self.ws.send_text(item[0])
+                    metrics.frame_written(*item)
         except Exception:  # the peer went away; the reader notices too
             return
         if self.ws.client_state is WebSocketState.CONNECTED:
@@ -287,11 +315,12 @@ class Session:
             self._close_soon(CLOSE_TIMEOUT)
 
     async def _read_frames(self) -> None:
-        """Read frames and handle them: those of one conversation one after the other,
-        in the order they came, those of different conversations at the same time (an
-        agent in 50 chats does not wait for one chat's round trip to the store before
-        the next chat's frame is read). A frame without a conversation waits for every
-        frame before it, so its order with the others is kept too."""
+        """Read frames and handle them in the order they came. An agent's frames about
+        different conversations are handled at the same time, those of one conversation
+        one after the other (an agent in 50 chats does not wait for one chat's round trip
+        to the store before the next chat's frame is read); a frame without a
+        conversation waits for every frame before it. A customer has one conversation
+        at a time: their frames are handled one by one, without a task each."""
         try:
             while self._close_code is None:
                 text = await self._receive_text()
@@ -308,7 +337,8 @@ class Session:
                     continue
                 cid = getattr(frame, "conversation_id", None)
                 logs.CONVERSATION_ID.set(cid)
-                if cid is None:
+                assert self.principal is not None
+                if cid is None or not self.principal.is_agent:
                     await self._drain_in_flight()
                     await self._handle_one(frame, text, received)
                     continue
