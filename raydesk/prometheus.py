@@ -106,7 +106,8 @@ class _Family:
         return out
 
     def _samples(self, labels: dict[str, str], child: Any) -> Iterable[Sample]:
-        raise NotImplementedError
+        """One series with the child's value (counters, gauges); histograms have more."""
+        yield self.name, labels, child.value
 
     def snapshot(self) -> Family:
         return {"name": self.name, "type": self.kind, "help": self.help,
@@ -131,9 +132,6 @@ class Counter(_Family):
         child: CounterValue = self._get(values)
         return child
 
-    def _samples(self, labels: dict[str, str], child: Any) -> Iterable[Sample]:
-        yield self.name, labels, child.value
-
 
 class Gauge(_Family):
     kind = "gauge"
@@ -148,9 +146,6 @@ class Gauge(_Family):
     def labels(self, *values: str) -> GaugeValue:
         child: GaugeValue = self._get(values)
         return child
-
-    def _samples(self, labels: dict[str, str], child: Any) -> Iterable[Sample]:
-        yield self.name, labels, child.value
 
 
 class Histogram(_Family):

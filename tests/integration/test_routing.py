@@ -97,9 +97,9 @@ async def test_response_time_is_measured_and_preferred(api: Api, connect: Any, s
 
 async def test_replies_close_together_each_count(api: Api, connect: Any, skill: str,
                                                  runtime: Runtime) -> None:
-    """Response-time samples of replies sent in one burst (two agents; the shards hold
-    samples briefly and send them together) all reach the router, each moving its own
-    agent's EWMA."""
+    """Response-time samples of replies sent in one burst by two agents all reach the
+    router through the shards' deferred tells, each moving its own agent's EWMA. (That
+    the samples held together all go in one call is tests/unit/test_batching.py's.)"""
     first, first_ws = await online_agent(api, connect, [skill], max_chats=1)
     customer_a, cid_a = await open_chat(api, connect, skill, "question a")
     await first_ws.expect_type("assigned", conversation_id=cid_a)

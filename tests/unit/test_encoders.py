@@ -101,3 +101,14 @@ def test_serving_minilm_does_not_need_torch_once_exported(cache: Path,
 def test_an_unknown_encoder_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match=r"'bert' is not one of .*'minilm'"):
         encoders.load_encoder("bert")
+
+
+def test_the_configs_encoder_choices_are_the_encoders_there_are() -> None:
+    """bot.encoder's allowed values (raydesk.config) and models.encoders.ENCODERS are
+    two lists of one thing: a new encoder must be in both."""
+    from typing import get_args
+
+    from raydesk.config import BotConfig
+
+    allowed = get_args(BotConfig.model_fields["encoder"].annotation)
+    assert set(allowed) == set(encoders.ENCODERS)
