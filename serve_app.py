@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import resource
 import socket
 import time
@@ -30,6 +31,7 @@ from models.base import FaqItem, Model
 from models.loader import load_model
 from raydesk import metrics, tracing
 from raydesk import store as keys
+from raydesk.batching import Batcher
 from raydesk.config import Config
 from raydesk.gateway import create_app
 from raydesk.schema import FaqReplace, ModelChoice
@@ -151,6 +153,10 @@ def gateway_app(settings: Settings) -> Application:
     return app
 
 
+# How often a replica looks for a FAQ newer than the one it indexed.
+FAQ_CHECK_S = 1.0
+
+
 @serve.deployment(
     name=ASSISTANT_DEPLOYMENT,
     max_ongoing_requests=1000,
@@ -161,13 +167,23 @@ def gateway_app(settings: Settings) -> Application:
     logging_config={"enable_access_log": False, "log_level": "WARNING"},
     health_check_period_s=10,
     graceful_shutdown_timeout_s=10,
-    # OpenMP threads that sleep when idle, one per thread of ours: MiniLM's p50 at 25
-    # questions/s was 173 ms before, 85-111 ms in three runs after (bot_latency.py).
     ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": {
-        "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}}},
+        # OpenMP threads that sleep when idle, one per thread of ours: MiniLM's p50 at 25
+        # questions/s was 173 ms before, 85-111 ms in three runs after (bot_latency.py).
+        "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
+        # Requests run on the replica's own event loop, not handed to a second loop in
+        # another thread (the model itself runs in a worker thread either way).
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}},
 )
 class Assistant:
     """The bot's model, behind Serve: many shards' questions batched into one encoder pass.
+
+    Batching is a group commit (:class:`raydesk.batching.Batcher`), not ``@serve.batch``:
+    a request that finds the model idle runs at once, and the requests that arrive while
+    it runs go together in its next pass. ``@serve.batch`` closes a batch after its wait
+    whether or not the model is free, so under load it queued many one-request batches
+    behind the running one, and at low load every question paid the wait
+    (docs/explanation/bot.md, "Batching").
 
     ``user_config`` (a :class:`ModelChoice`) says which model runs; changing it (``raydesk
     model use``, ``serve deploy``) loads the new model and swaps it in. The FAQ comes from
@@ -185,10 +201,9 @@ class Assistant:
         self._swap = asyncio.Lock()
         self._metrics = metrics.Publisher(self._store, "bot", f"b{uuid.uuid4().hex[:8]}",
                                           refresh=self._refresh_metrics)
-        self._analyze_together.set_max_batch_size(  # type: ignore[attr-defined]
-            bot.max_batch_size)
-        self._analyze_together.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
-            bot.batch_wait_ms / 1000)
+        self._faq_checked = -math.inf
+        self._passes = Batcher(self._analyze_together, max_batch=bot.max_batch_size,
+                               max_in_flight=1, linger_s=bot.batch_wait_ms / 1000)
 
     def _refresh_metrics(self) -> None:
         metrics.BOT_MODEL.clear()
@@ -253,14 +268,19 @@ class Assistant:
     async def analyze(self, texts: list[str]) -> list[dict[str, Any]]:
         """Analyses of ``texts`` (a shard's batch of questions), one dict per text, each
         with the ``model_version`` that made it."""
-        results: list[dict[str, Any]] = await self._analyze_together(texts)
+        results: list[dict[str, Any]] = await self._passes.submit(texts)
         return results
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _analyze_together(self, requests: list[list[str]]
                                 ) -> list[list[dict[str, Any]]]:
         """Many shards' requests in one encoder pass."""
-        await self.reindex()
+        now = time.monotonic()
+        if now - self._faq_checked >= FAQ_CHECK_S:
+            # PUT /v1/faq re-indexes one replica at once; the others see the store's new
+            # FAQ version here, within FAQ_CHECK_S (a store round trip in every pass cost
+            # every question its latency).
+            self._faq_checked = now
+            await self.reindex()
         model = self._model
         assert model is not None
         texts = [text for request in requests for text in request]

@@ -26,6 +26,8 @@ class Batcher(Generic[Item, Result]):
     raised to that item's caller alone. If ``flush`` itself raises, every item of that
     batch gets the exception. At most ``max_in_flight`` flushes run at once and each
     carries at most ``max_batch`` items. Items are flushed in submission order.
+    ``linger_s``: how long a flush waits for more items once it may start (none by
+    default: whatever arrives while a flush runs rides in the next one anyway).
     """
 
     def __init__(
@@ -33,9 +35,11 @@ class Batcher(Generic[Item, Result]):
         flush: Callable[[list[Item]], Awaitable[Sequence[Result | BaseException]]],
         max_batch: int = 512,
         max_in_flight: int = 2,
+        linger_s: float = 0.0,
     ) -> None:
         self._flush = flush
         self._max_batch = max_batch
+        self._linger_s = linger_s
         self._slots = asyncio.Semaphore(max_in_flight)
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._draining = False
@@ -52,6 +56,8 @@ class Batcher(Generic[Item, Result]):
         try:
             while self._pending:
                 await self._slots.acquire()
+                if self._linger_s > 0:
+                    await asyncio.sleep(self._linger_s)
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 asyncio.get_running_loop().create_task(self._run(batch))

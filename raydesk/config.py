@@ -174,9 +174,11 @@ class BotConfig(_Section):
     # A bot turn waiting longer than this for the model hands off instead.
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
     replicas: Annotated[int, Field(ge=1, le=64)] = 1
-    # Requests batched into one encoder pass, and how long a batch waits to fill.
+    # Requests carried by one encoder pass; the requests that arrive while the model runs
+    # go in its next pass. batch_wait_ms: how long a pass waits for more before it runs
+    # (0: none; waiting made every question slower and batches no bigger, bot.md).
     max_batch_size: Annotated[int, Field(ge=1, le=512)] = 32
-    batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> BotConfig:

@@ -219,7 +219,11 @@ class Runtime:
                   "lifetime": "detached"}
         shard_cls: Any = ray.remote(ConversationShard)
         router_cls: Any = ray.remote(Router)
-        shards = [shard_cls.options(name=name, **common).remote(settings, name)
+        # A shard's calls to the Assistant are routed on the shard's own event loop, not
+        # handed to a second loop in another thread (Serve's default).
+        serve_env = {"env_vars": {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}}
+        shards = [shard_cls.options(name=name, runtime_env=serve_env, **common)
+                  .remote(settings, name)
                   for name in settings.shard_names]
         routers = [router_cls.options(name=settings.router_name(partition), **common)
                    .remote(settings, partition) for partition in settings.partitions]

@@ -221,3 +221,24 @@ async def test_deferred_flush_sends_at_once_and_the_timer_then_sends_nothing_twi
     deferred.flush("b")  # nothing held for b: nothing sent
     await asyncio.sleep(0.05)
     assert sent == [("a", [1, 2]), ("a", [3])]
+
+
+async def test_linger_gathers_what_arrives_during_the_wait() -> None:
+    """With ``linger_s`` a flush waits that long once it may start, and the submits that
+    arrive meanwhile go in the same batch; without it the first goes alone at once."""
+    flush = FakeFlush()
+    batcher: Batcher[int, int] = Batcher(flush, max_in_flight=1, linger_s=0.05)
+    first = asyncio.ensure_future(batcher.submit(1))
+    await _settle()
+    assert flush.batches == []  # still lingering
+    later = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
+    assert await _gather(first, *later) == [10, 20, 30]
+    assert flush.batches == [[1, 2, 3]]
+
+    eager = FakeFlush()
+    batcher = Batcher(eager, max_in_flight=1)
+    first = asyncio.ensure_future(batcher.submit(1))
+    await _settle()
+    assert eager.batches == [[1]]
+    assert await _gather(first, batcher.submit(2)) == [10, 20]
+    assert eager.batches == [[1], [2]]
