@@ -86,6 +86,29 @@ async def test_bot_answers_faq_and_small_talk(api: Api, connect: Any, faq: Any) 
         "when do you open on weekdays?", FAQ[1]["answer"]]
 
 
+async def test_a_resent_question_gets_one_answer(api: Api, connect: Any, faq: Any) -> None:
+    """The model starts on a question while it is being committed; a resend of it (same
+    client_msg_id) arriving at once must not make the bot answer twice, and the next
+    question is answered after it, in order."""
+    customer = await _customer(api, connect)
+    cid, _ = await _ask(customer, "hello!")
+    first, again = await asyncio.gather(
+        customer.send_text("i can't remember my password", cid, client_msg_id="twice"),
+        customer.send_text("i can't remember my password", cid, client_msg_id="twice"))
+    assert first["seq"] == again["seq"] and first["message_id"] == again["message_id"]
+    answer = await customer.expect(_from_bot(cid, first["seq"]))
+    assert answer["bot"]["faq_id"] == "reset"
+    _, hours = await _ask(customer, "when are you open?", cid)
+    assert hours["bot"]["faq_id"] == "hours"
+    texts = [(m["sender"]["role"], m["text"]) for m in customer.messages(cid)
+             if m.get("text")]
+    assert texts[-4:] == [("customer", "i can't remember my password"),
+                          ("bot", FAQ[0]["answer"]),
+                          ("customer", "when are you open?"), ("bot", FAQ[1]["answer"])]
+    assert [m["seq"] for m in customer.messages(cid)] == \
+        list(range(1, len(customer.messages(cid)) + 1))
+
+
 @pytest.mark.parametrize("text", ["I want to talk to a human", "转人工",
                                   "人工客服，谢谢", "can I speak to a real person please"])
 async def test_customer_asks_for_a_person(api: Api, connect: Any, skill: str,
