@@ -377,7 +377,7 @@ class ConversationShard:
             # message, then the reply) with cloudpickle; this one is one unary call with
             # plain pickle (a list of strings out, dicts of strings and numbers back).
             # Measured: the reply's median at 5 questions/s 26 -> 21 ms, at 50/s 51-63 ->
-            # 34-37 ms, 12% less CPU per question (docs/explanation/bot.md).
+            # 34-37 ms, 13% less CPU per question (docs/explanation/bot.md).
             self._assistant = serve.get_deployment_handle(
                 ASSISTANT_DEPLOYMENT, app_name=ASSISTANT_APP).options(
                 _by_reference=False, request_serialization="pickle",
