@@ -209,6 +209,12 @@ def main() -> None:
                 result = asyncio.run(run_rate(runtime, questions, rate, args.seconds,
                                               args.customers))
                 print(json.dumps(result))
+                if result["outcomes"]["answer"] == 0:
+                    # Every question handed off: the model failed, and these latencies
+                    # would be the hand-off path's, not the bot's.
+                    raise SystemExit(f"rate {rate}: the bot answered none of "
+                                     f"{result['questions']} questions (all handed off); "
+                                     "see the shards' log for why")
                 results.append(result)
         finally:
             runtime.stop()
