@@ -197,13 +197,15 @@ async def node(system: System, crowd: Crowd, plan: Plan) -> Outcome:
 async def store(system: System, crowd: Crowd, plan: Plan) -> Outcome:
     injected = time.time()
     await asyncio.to_thread(system.store.kill)
+    dead = time.time()  # kill() returns once the process is gone
     await asyncio.sleep(plan.outage_s)
+    restarting = time.time()
     await asyncio.to_thread(system.store.restart)
     repaired = time.time()
     resync_s, lag = await crowd.in_sync(injected, plan.resync_timeout_s)
     return Outcome("store", {"appendfsync": plan.appendfsync, "signal": "SIGKILL"},
                    injected, repaired, resync_s, lag,
-                   {"outage_s": round(repaired - injected, 2)})
+                   {"outage_s": round(repaired - injected, 2), "dead": [dead, restarting]})
 
 
 async def router(system: System, crowd: Crowd, plan: Plan) -> Outcome:
@@ -272,7 +274,7 @@ async def scenario(system: System, url: str, plan: Plan, faults: list[str]) -> d
     for name, start, end in zip(["baseline", *(o.name for o in outcomes)], starts, starts[1:],
                                 strict=False):
         windows.append(Window(name, start, end))
-    down = [(o.injected, o.repaired) for o in outcomes if o.name == "store"]
+    down = [(o.extra["dead"][0], o.extra["dead"][1]) for o in outcomes if o.name == "store"]
     verdict = examine(crowd.env.acks, crowd.env.acked_at, logs, windows, down)
     delivery = check(crowd.env.acks, crowd.streams()).as_dict()
     return assemble(plan, outcomes, windows, verdict, delivery, final, crowd, traffic_from)

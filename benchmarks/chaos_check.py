@@ -166,7 +166,10 @@ def examine(acks: Iterable[Ack], acked_at: dict[str, float], logs: dict[str, dic
         if not present:
             counts["lost"] += 1
         when = acked_at.get(ack.origin, 0.0)
-        if any(start <= when <= end for start, end in store_down):
+        # Sent once the store was dead and acked before it was started again: nothing can
+        # have made it durable. (An ack still on its way when the store died is not one:
+        # that message was committed before.)
+        if any(start <= sent <= when <= end for start, end in store_down):
             counts["acked_while_store_down"] += 1
             if not present:
                 counts["false_acks"] += 1
