@@ -10,7 +10,10 @@ connected customers whose previous question has been answered; a customer handed
 the queue is replaced by a new one. Per rate: p50/p90/p99 of send -> first bot or
 hand-off message, the share answered, and server CPU per question (also by part:
 the Assistant replica, the shards, the gateway, the store, the router, Ray itself).
-Writes benchmarks/results/bot_latency.json and .png.
+Writes benchmarks/results/bot_latency.json and .png. ``--trace``: every message traced
+(OpenTelemetry spans to a file, which costs CPU of its own) and, for the questions the
+bot took, when each hop started and how long it took (medians, from the gateway's
+receipt of the frame); printed and saved as ``trace_breakdown`` in the JSON.
 Run: .venv/bin/python benchmarks/bot_latency.py [--rates 25 50 100] [--seconds 20]
 """
 
@@ -35,6 +38,7 @@ import websockets
 from report import save
 
 from models.encoders import ENCODERS
+from raydesk import tracing
 from raydesk.config import load_config
 from raydesk.embedded_store import free_port
 from raydesk.loadtest.procs import cpu_between, cpu_by_process
@@ -70,6 +74,30 @@ class Customer:
         await self.ws.recv()
         self.cid, self.handed_off = None, False
         return self
+
+
+def trace_breakdown(path: Path) -> list[dict[str, Any]]:
+    """Per hop of the traces that contain a bot turn: medians of its start (from the
+    trace's first span, the gateway's receipt of the frame) and of its duration."""
+    traces: dict[str, list[dict[str, Any]]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            span = json.loads(line)
+            traces.setdefault(span["trace_id"], []).append(span)
+    hops: dict[str, list[tuple[float, float]]] = {}
+    for spans in traces.values():
+        if not any(s["name"] == "bot turn" for s in spans):
+            continue
+        origin = min(s["start_ns"] for s in spans)
+        for s in spans:
+            hop = f"{s['name']} ({str(s['process']).split()[0]})"
+            hops.setdefault(hop, []).append(((s["start_ns"] - origin) / 1e6,
+                                             (s["end_ns"] - s["start_ns"]) / 1e6))
+    rows = [{"hop": hop, "spans": len(times),
+             "start_ms_p50": round(float(np.median([t[0] for t in times])), 2),
+             "duration_ms_p50": round(float(np.median([t[1] for t in times])), 2)}
+            for hop, times in hops.items()]
+    return sorted(rows, key=lambda row: row["start_ms_p50"])
 
 
 def server_processes() -> list[psutil.Process]:
@@ -185,6 +213,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--customers", type=int, default=60)
     parser.add_argument("--encoder", default="minilm", choices=sorted(ENCODERS))
+    parser.add_argument("--trace", action="store_true",
+                        help="trace every message and print where a question's time goes")
     parser.add_argument("--threads", type=int, help="the encoder's CPU threads "
                         "(default: the library's)")
     args = parser.parse_args()
@@ -194,6 +224,8 @@ def main() -> None:
         config = load_config(None, data_dir=data, log_level="WARNING",
                              server={"port": free_port()}, cluster={"shards": 2},
                              limits={"messages_per_s": 1e6, "burst": 1_000_000},
+                             tracing=({"exporter": "file", "path": str(Path(data) / "spans")}
+                                      if args.trace else {}),
                              bot={"encoder": args.encoder, "options": (
                                  {"threads": args.threads} if args.threads else {})})
         runtime = Runtime(config)
@@ -205,9 +237,15 @@ def main() -> None:
             response.raise_for_status()
             # Warm up: the first questions pay for lazy imports and allocations.
             asyncio.run(run_rate(runtime, questions, 10, 3, 10))
+            spans = Path(data) / "spans"
             for rate in args.rates:
+                if args.trace:
+                    spans.write_bytes(b"")  # this rate's spans only (writers append)
                 result = asyncio.run(run_rate(runtime, questions, rate, args.seconds,
                                               args.customers))
+                if args.trace:
+                    time.sleep(tracing.EXPORT_EVERY_MS / 1000 + 1)  # the last batches
+                    result["trace_breakdown"] = trace_breakdown(spans)
                 print(json.dumps(result))
                 if result["outcomes"]["answer"] == 0:
                     # Every question handed off: the model failed, and these latencies
@@ -219,7 +257,7 @@ def main() -> None:
         finally:
             runtime.stop()
     name = "bot_latency" + ("" if args.encoder == "minilm" else f"_{args.encoder}") + (
-        f"_t{args.threads}" if args.threads else "")
+        f"_t{args.threads}" if args.threads else "") + ("_traced" if args.trace else "")
     report = save(name, {"encoder": args.encoder, "threads": args.threads,
                          "faq_items": len(faq), "seconds": args.seconds,
                          "customers": args.customers}, results,
