@@ -37,6 +37,7 @@ from raydesk.batching import Batcher, Deferred
 from raydesk.config import bot_policy
 from raydesk.conversation import Conversation, Status
 from raydesk.errors import NotFound, RaydeskError, Unavailable
+from raydesk.ordering import Chains
 from raydesk.placement import shard_for
 from raydesk.routing import priority_for
 from raydesk.schema import Message, ShardCommand
@@ -89,8 +90,8 @@ class ConversationShard:
         self._assistant: Any = None
         self._questions: Batcher[str, dict[str, Any]] = Batcher(
             self._ask_assistant, max_batch=QUESTIONS_PER_CALL, max_in_flight=4)
-        # The newest bot turn of each conversation: the next one waits for it (order).
-        self._bot_turns: dict[str, asyncio.Task[None]] = {}
+        # Bot turns, one at a time per conversation.
+        self._bot_turns = Chains()
         self._recovery: asyncio.Task[None] | None = None
         self._metrics = metrics.Publisher(self._store, "shard", name,
                                           refresh=self._refresh_metrics)
@@ -238,9 +239,7 @@ class ConversationShard:
         # not on the reply's path; if the commit fails or was a resend, it is cancelled.
         question = decision.message if decision.message is not None and \
             decision.conversation.status is Status.BOT else None
-        analysis = None
-        if question is not None and not wants_human(question.text):
-            analysis = asyncio.ensure_future(self._analyze(question.text))
+        analysis = self._ask_model(question) if question is not None else None
         try:
             if decision.commit is not None:
                 result = await self._commit(decision.commit, decision.message)
@@ -270,41 +269,33 @@ class ConversationShard:
 
     # --- the bot ------------------------------------------------------------------------
 
+    def _ask_model(self, question: Message) -> asyncio.Future[dict[str, Any] | None] | None:
+        """The model's analysis of ``question``, asked for now; None if the customer asks
+        for a person (the bot hands off without the model)."""
+        if wants_human(question.text):
+            return None
+        return asyncio.ensure_future(self._analyze(question.text))
+
     def _schedule_bot_turn(self, question: Message,
-                           analysis: asyncio.Future[dict[str, Any] | None] | None = None
-                           ) -> None:
-        """``analysis``: the model's, already asked for (else the turn asks)."""
-        cid = question.conversation_id
-        task = asyncio.ensure_future(self._bot_turn(question, self._bot_turns.get(cid),
-                                                    analysis))
-        self._bot_turns[cid] = task
+                           asked: asyncio.Future[dict[str, Any] | None] | None) -> None:
+        """The bot's turn on ``question`` (``asked``: from :meth:`_ask_model`), after the
+        conversation's turns before it. It inherits the caller's trace span."""
+        self._bot_turns.add(question.conversation_id,
+                            functools.partial(self._bot_turn, question, asked))
 
-        def forget(done: asyncio.Task[None]) -> None:
-            if self._bot_turns.get(cid) is done:
-                del self._bot_turns[cid]
-
-        task.add_done_callback(forget)
-
-    async def _bot_turn(self, question: Message, previous: asyncio.Task[None] | None,
+    async def _bot_turn(self, question: Message,
                         asked: asyncio.Future[dict[str, Any] | None] | None) -> None:
-        # In the trace of the customer's message (the task inherited its span).
         with tracing.span("bot turn", conversation_id=question.conversation_id,
                           message_id=question.message_id):
             try:
-                await self._take_bot_turn(question, previous, asked)
+                await self._take_bot_turn(question, asked)
             finally:
                 if asked is not None:
                     asked.cancel()  # a no-op once it is done
 
-    async def _take_bot_turn(self, question: Message, previous: asyncio.Task[None] | None,
+    async def _take_bot_turn(self, question: Message,
                              asked: asyncio.Future[dict[str, Any] | None] | None) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])
-        if asked is not None:
-            analysis = await asked
-        else:
-            analysis = None if wants_human(question.text) else \
-                await self._analyze(question.text)
+        analysis = await asked if asked is not None else None
         version = analysis.get("model_version") if analysis else None
 
         async def commit() -> None:
@@ -357,7 +348,8 @@ class ConversationShard:
         [frame] = await self._store.messages(cid, conv.bot_due - 1, 1)
         log.warning("shard %s: taking the bot turn owed on %s seq %d", self._name, cid,
                     conv.bot_due)
-        self._schedule_bot_turn(Message.model_validate_json(frame))
+        question = Message.model_validate_json(frame)
+        self._schedule_bot_turn(question, self._ask_model(question))
 
     async def _analyze(self, text: str) -> dict[str, Any] | None:
         """The model's analysis, or None if it is unavailable or too slow (hand off)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -39,6 +40,7 @@ from raydesk.errors import (
     Unauthorized,
     Unavailable,
 )
+from raydesk.ordering import Chains
 from raydesk.ratelimit import TokenBucket
 from raydesk.schema import (
     PONG,
@@ -141,8 +143,8 @@ class Session:
         self._open_conversation: str | None = None
         # Events delivered between subscribing and sending welcome; flushed after it.
         self._early: list[str] | None = []
-        # Conversation -> the task handling its latest frame (see _read_frames).
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        # An agent's frames in flight, in order per conversation (see _read_frames).
+        self._in_flight = Chains()
 
     # --- delivery (called by the hub) -----------------------------------------------------
 
@@ -339,37 +341,15 @@ class Session:
                 logs.CONVERSATION_ID.set(cid)
                 assert self.principal is not None
                 if cid is None or not self.principal.is_agent:
-                    await self._drain_in_flight()
+                    await self._in_flight.drain()
                     await self._handle_one(frame, text, received)
                     continue
                 while len(self._in_flight) >= PIPELINE_DEPTH:
-                    await asyncio.wait(set(self._in_flight.values()),
-                                       return_when=asyncio.FIRST_COMPLETED)
-                self._pipeline(cid, frame, text, received)
+                    await self._in_flight.wait_any()
+                self._in_flight.add(cid, functools.partial(self._handle_one, frame, text,
+                                                           received))
         finally:
-            await self._drain_in_flight()
-
-    def _pipeline(self, cid: str, frame: Any, text: str, received: float) -> None:
-        """Handle ``frame`` after the frames of conversation ``cid`` already in flight."""
-        before = self._in_flight.get(cid)
-
-        async def handle() -> None:
-            if before is not None:
-                await asyncio.wait([before])
-            await self._handle_one(frame, text, received)
-
-        task = asyncio.get_running_loop().create_task(handle())
-        self._in_flight[cid] = task
-
-        def forget(done: asyncio.Task[None]) -> None:
-            if self._in_flight.get(cid) is done:
-                del self._in_flight[cid]
-
-        task.add_done_callback(forget)
-
-    async def _drain_in_flight(self) -> None:
-        while self._in_flight:
-            await asyncio.wait(set(self._in_flight.values()))
+            await self._in_flight.drain()
 
     async def _handle_one(self, frame: Any, text: str, received: float) -> None:
         """Handle a frame; a refusal is told to the client, anything else closes the
