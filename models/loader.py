@@ -6,7 +6,8 @@ the options (plus ``version``), or a directory holding a ``model.yaml``::
     builder: models.default:build     # the builder to call
     options: {encoder: usem3, intents_file: intents.csv}
 
-where relative file names in the options are taken from the directory. Either way the
+where relative file and folder names in the options (keys ending in ``_file`` or
+``_dir``) are taken from the directory. Either way the
 builder returns a :class:`models.base.Model`.
 """
 
@@ -58,7 +59,8 @@ def resolve(model: str, options: dict[str, Any]) -> tuple[Builder, dict[str, Any
         raise ValueError(f"model: {spec_path}: options must be a mapping of name: value")
     merged: dict[str, Any] = {**spec_options, **options}
     for key, value in merged.items():
-        if isinstance(value, str) and key.endswith("_file") and not Path(value).is_absolute():
+        relative = isinstance(value, str) and not Path(value).is_absolute()
+        if relative and key.endswith(("_file", "_dir")):
             merged[key] = str(directory.resolve() / value)
     return resolve_builder(spec["builder"]), merged
 

