@@ -244,28 +244,43 @@ PROBES = {"the app crashes when I upload a photo": "low", "hello!": "high",
           "thanks so much": "high", "can I speak with an agent please": "high"}
 
 
-def tuned_few_shot(samples: list[Split], test: Split) -> dict[str, Any]:
-    """BANKING77's 10-shot samples with MiniLM fine-tuned on each one first (models/tune.py
-    with ``raydesk model train``'s settings, the sample's seed), then the default
-    recognizer over the tuned encoder."""
-    from dataclasses import asdict
-
+def tuned(train: Split, seed: int, measure: Callable[[Encoder], Any]) -> tuple[Any, float]:
+    """``measure(encoder)`` over MiniLM fine-tuned on ``train`` first (models/tune.py with
+    ``raydesk model train``'s settings and this seed), and the seconds the tuning took."""
     from models.encoders import MiniLMTorch
     from models.tune import TuneSettings, fine_tune
 
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        weights = fine_tune(*train, Path(folder) / "encoder", TuneSettings(seed=seed))
+        tuned_s = time.perf_counter() - started
+        return measure(MiniLMTorch(threads=2, source=weights)), tuned_s
+
+
+def tuned_figures(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The default recognizer over MiniLM fine-tuned on each BANKING77 10-shot sample,
+    and on CLINC150's training split (does the out-of-scope check survive tuning?)."""
+    from dataclasses import asdict
+
+    from models.tune import TuneSettings
+
+    test = data["banking77"][1]
     per_sample = []
-    for seed, sample in enumerate(samples):
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory() as folder:
-            weights = fine_tune(*sample, Path(folder) / "encoder", TuneSettings(seed=seed))
-            tuned_s = time.perf_counter() - started
-            encoder = MiniLMTorch(threads=2, source=weights)
+    for seed, sample in enumerate(data["banking77_10"]):
+        def few_shot_accuracy(encoder: Encoder, sample: Split = sample) -> float:
             recognizer, _ = fitted(EmbeddingIntents, sample, encoder)
-            per_sample.append(accuracy(predict(recognizer, test[0], encoder)[0], test[1]))
-        print(f"tuned sample {seed}: {per_sample[-1] * 100:.1f}% (tuning {tuned_s:.0f} s)",
+            return accuracy(predict(recognizer, test[0], encoder)[0], test[1])
+
+        figure, tuned_s = tuned(sample, seed, few_shot_accuracy)
+        per_sample.append(figure)
+        print(f"tuned sample {seed}: {figure * 100:.1f}% (tuning {tuned_s:.0f} s)",
               file=sys.stderr, flush=True)
-    return {"accuracy": float(np.mean(per_sample)), "per_sample": per_sample,
-            "settings": asdict(TuneSettings())}
+    clinc, tuned_s = tuned(data["clinc150"]["train"], 0, lambda encoder: open_set_scores(
+        EmbeddingIntents, encoder, data["clinc150"], args))
+    clinc["tune_s"] = round(tuned_s, 1)
+    return {"banking77_10shot": {"accuracy": float(np.mean(per_sample)),
+                                 "per_sample": per_sample},
+            "clinc150": clinc, "settings": asdict(TuneSettings())}
 
 
 def builtin_probes(factory: Factory, encoder: Encoder | None) -> dict[str, Any]:
@@ -277,6 +292,26 @@ def builtin_probes(factory: Factory, encoder: Encoder | None) -> dict[str, Any]:
     intents, confidences = predict(recognizer, texts, encoder)
     return {text: {"intent": intent, "confidence": round(float(conf), 3), "want": PROBES[text]}
             for text, intent, conf in zip(texts, intents, confidences, strict=True)}
+
+
+def open_set_scores(factory: Factory, encoder: Encoder | None, clinc: dict[str, Split],
+                    args: argparse.Namespace) -> dict[str, Any]:
+    """CLINC150: in-scope accuracy, and out-of-scope recall/precision at the threshold
+    chosen on val and at the product's default, on test."""
+    model, fit_s = fitted(factory, clinc["train"], encoder)
+    scores = {}
+    for split in ("val", "test"):
+        intents, in_conf = predict(model, clinc[split][0], encoder)
+        _, oos_conf = predict(model, clinc[f"oos_{split}"][0], encoder)
+        correct = np.array([p == t for p, t in zip(intents, clinc[split][1], strict=True)])
+        scores[split] = (correct, in_conf, oos_conf)
+    threshold = choose_threshold(*scores["val"], args.min_in_scope)
+    test = scores["test"]
+    grid = np.round(np.arange(0, 1.0001, 0.01), 2)
+    return {"accuracy": float(np.mean(test[0])), "fit_s": round(fit_s, 2),
+            "chosen": open_set(*test, threshold),
+            "at_default": open_set(*test, args.threshold),
+            "curve": [open_set(*test, float(t)) for t in grid]}
 
 
 def evaluate(factory: Factory, encoder: Encoder | None, live: Encoder | None,
@@ -298,22 +333,7 @@ def evaluate(factory: Factory, encoder: Encoder | None, live: Encoder | None,
     hwu, _ = fitted(factory, h_train, encoder)
     out["hwu64"] = {"accuracy": accuracy(predict(hwu, h_test[0], encoder)[0], h_test[1])}
 
-    clinc = data["clinc150"]
-    model, fit_s = fitted(factory, clinc["train"], encoder)
-    scores = {}
-    for split in ("val", "test"):
-        intents, in_conf = predict(model, clinc[split][0], encoder)
-        _, oos_conf = predict(model, clinc[f"oos_{split}"][0], encoder)
-        correct = np.array([p == t for p, t in zip(intents, clinc[split][1], strict=True)])
-        scores[split] = (correct, in_conf, oos_conf)
-    threshold = choose_threshold(*scores["val"], args.min_in_scope)
-    test = scores["test"]
-    grid = np.round(np.arange(0, 1.0001, 0.01), 2)
-    out["clinc150"] = {
-        "accuracy": float(np.mean(test[0])), "fit_s": round(fit_s, 2),
-        "chosen": open_set(*test, threshold),
-        "at_default": open_set(*test, args.threshold),
-        "curve": [open_set(*test, float(t)) for t in grid]}
+    out["clinc150"] = open_set_scores(factory, encoder, data["clinc150"], args)
     texts = b_test[0]
     rng = random.Random(7)
     out["latency"] = latency(recognizer, live, rng.sample(texts, len(texts)), args.calls,
@@ -368,8 +388,8 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     for i, (name, r) in enumerate(results.items()):
         xs = [j + i * width for j in range(len(sets))]
         bars.bar(xs, [r[key]["accuracy"] * 100 for key, _ in sets], width, label=name)
-        if "banking77_10shot_tuned" in r:
-            bars.bar(xs[1], r["banking77_10shot_tuned"]["accuracy"] * 100, width,
+        if "tuned" in r:
+            bars.bar(xs[1], r["tuned"]["banking77_10shot"]["accuracy"] * 100, width,
                      fill=False, hatch="//", label=f"{name}, MiniLM tuned on the sample")
         curve = r["clinc150"]["curve"]
         line = curves.plot([p["oos_recall"] * 100 for p in curve],
@@ -433,17 +453,24 @@ def main() -> None:
         results[name] = evaluate(factory, cached, cached.inner if cached else None, data, args)
         print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     if args.tune and "default" in results:
-        results["default"]["banking77_10shot_tuned"] = tuned_few_shot(
-            data["banking77_10"], data["banking77"][1])
+        results["default"]["tuned"] = tuned_figures(data, args)
 
     print(table(results, args.threshold))
     for name, r in results.items():
-        if "banking77_10shot_tuned" in r:
-            tuned = r["banking77_10shot_tuned"]
+        if "tuned" in r:
+            few, clinc = r["tuned"]["banking77_10shot"], r["tuned"]["clinc150"]
             print(f"{name}, MiniLM fine-tuned on each 10-shot sample: "
-                  f"{pct(tuned['accuracy'])}% (samples: "
-                  f"{', '.join(pct(a) for a in tuned['per_sample'])}; frozen: "
+                  f"{pct(few['accuracy'])}% (samples: "
+                  f"{', '.join(pct(a) for a in few['per_sample'])}; frozen: "
                   f"{', '.join(pct(a) for a in r['banking77_10shot']['per_sample'])})")
+            at = clinc["at_default"]
+            print(f"{name}, MiniLM fine-tuned on CLINC150 train: in-scope "
+                  f"{pct(clinc['accuracy'])}%; at {args.threshold}: out-of-scope recall "
+                  f"{pct(at['oos_recall'])}%, precision {pct(at['oos_precision'])}%, "
+                  f"in-scope kept {pct(at['in_scope_accuracy'])}%; threshold chosen on val "
+                  f"{clinc['chosen']['threshold']:.2f}: recall "
+                  f"{pct(clinc['chosen']['oos_recall'])}% at "
+                  f"{pct(clinc['chosen']['in_scope_accuracy'])}%")
     for name, r in results.items():
         print(name, "built-in intents:", json.dumps(
             {text: [p["intent"], p["confidence"]] for text, p in r["builtin"].items()}))
