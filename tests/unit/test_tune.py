@@ -13,7 +13,7 @@ import pytest
 
 from models import encoders
 from models.loader import load_model
-from models.tune import TuneSettings, fine_tune, write_model_dir
+from models.tune import TuneSettings, _supervised_contrastive, fine_tune, write_model_dir
 from raydesk.cli import main
 
 EXAMPLES = {
@@ -46,6 +46,22 @@ def _intents_csv(path: Path, rows: dict[str, list[str]]) -> Path:
     lines = ["text,intent"] + [f"{t},{label}" for label, ts in rows.items() for t in ts]
     path.write_text("\n".join(lines) + "\n", "utf-8")
     return path
+
+
+def test_the_loss_rewards_examples_beside_their_partners() -> None:
+    """Two intents, two examples each: partners together is near zero loss, partners
+    apart is high, and the loss is each example's mean over its partners."""
+    import torch
+
+    groups = torch.tensor([0, 0, 1, 1])
+    east, north = [1.0, 0.0], [0.0, 1.0]
+    together = torch.tensor([east, east, north, north])
+    apart = torch.tensor([east, north, east, north])
+    assert float(_supervised_contrastive(together, groups, 0.05)) < 1e-6
+    # Each example's partner is orthogonal, the other intent's example identical: the
+    # partner gets exp(0) against exp(20) + exp(0).
+    expected = -float(torch.log(1 / (1 + torch.exp(torch.tensor(20.0)))))
+    assert abs(float(_supervised_contrastive(apart, groups, 0.05)) - expected) < 1e-4
 
 
 def test_tuning_pulls_each_intents_examples_together(tmp_path: Path) -> None:
