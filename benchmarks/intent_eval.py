@@ -356,6 +356,19 @@ def pct(value: float) -> str:
     return f"{value * 100:.1f}"
 
 
+def tuned_lines(name: str, r: dict[str, Any], threshold: float) -> str:
+    few, clinc = r["tuned"]["banking77_10shot"], r["tuned"]["clinc150"]
+    at, chosen = clinc["at_default"], clinc["chosen"]
+    return (f"{name}, MiniLM fine-tuned on each 10-shot sample: {pct(few['accuracy'])}% "
+            f"(samples: {', '.join(pct(a) for a in few['per_sample'])}; frozen: "
+            f"{', '.join(pct(a) for a in r['banking77_10shot']['per_sample'])})\n"
+            f"{name}, MiniLM fine-tuned on CLINC150 train: in-scope {pct(clinc['accuracy'])}%;"
+            f" at {threshold}: out-of-scope recall {pct(at['oos_recall'])}%, precision "
+            f"{pct(at['oos_precision'])}%, in-scope kept {pct(at['in_scope_accuracy'])}%; "
+            f"threshold chosen on val {chosen['threshold']:.2f}: recall "
+            f"{pct(chosen['oos_recall'])}% at {pct(chosen['in_scope_accuracy'])}%")
+
+
 def table(results: dict[str, dict[str, Any]], threshold: float) -> str:
     head = ["model", "B77", "B77-10", "HWU64", "CLINC", "thr", "in@thr", "oosR@thr",
             "oosP@thr", f"in@{threshold}", f"oosR@{threshold}", f"oosP@{threshold}",
@@ -458,19 +471,7 @@ def main() -> None:
     print(table(results, args.threshold))
     for name, r in results.items():
         if "tuned" in r:
-            few, clinc = r["tuned"]["banking77_10shot"], r["tuned"]["clinc150"]
-            print(f"{name}, MiniLM fine-tuned on each 10-shot sample: "
-                  f"{pct(few['accuracy'])}% (samples: "
-                  f"{', '.join(pct(a) for a in few['per_sample'])}; frozen: "
-                  f"{', '.join(pct(a) for a in r['banking77_10shot']['per_sample'])})")
-            at = clinc["at_default"]
-            print(f"{name}, MiniLM fine-tuned on CLINC150 train: in-scope "
-                  f"{pct(clinc['accuracy'])}%; at {args.threshold}: out-of-scope recall "
-                  f"{pct(at['oos_recall'])}%, precision {pct(at['oos_precision'])}%, "
-                  f"in-scope kept {pct(at['in_scope_accuracy'])}%; threshold chosen on val "
-                  f"{clinc['chosen']['threshold']:.2f}: recall "
-                  f"{pct(clinc['chosen']['oos_recall'])}% at "
-                  f"{pct(clinc['chosen']['in_scope_accuracy'])}%")
+            print(tuned_lines(name, r, args.threshold))
     for name, r in results.items():
         print(name, "built-in intents:", json.dumps(
             {text: [p["intent"], p["confidence"]] for text, p in r["builtin"].items()}))
