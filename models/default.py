@@ -8,6 +8,8 @@ and its options; ``build(options)`` returns a :class:`models.base.Model`. Option
   ones (greeting, thanks, goodbye, human).
 - ``encoder_dir``: MiniLM weights tuned on your intents (``raydesk model train``,
   models/tune.py) instead of the shipped ones.
+- ``intent_sharpness``: the intent confidence's calibration exponent (models/intents.py),
+  if not the encoder's own; ``raydesk model train`` writes the tuned encoder's.
 - ``threads``: the encoder's CPU threads (default 1: see models/encoders.py).
 - ``keyword_weight``: the weight of the word n-gram classifier mixed with the embedding
   one (default 0.3; 0 for the embeddings alone).
@@ -56,7 +58,9 @@ def build(options: dict[str, Any]) -> Model:
     encoder = load_encoder(str(options.get("encoder", "minilm")),
                            int(threads) if threads else None,
                            Path(tuned) if tuned else None)
-    intents = EmbeddingIntents(keyword_weight=float(options.get("keyword_weight", 0.3)))
+    sharpness = options.get("intent_sharpness")
+    intents = EmbeddingIntents(keyword_weight=float(options.get("keyword_weight", 0.3)),
+                               sharpness=float(sharpness) if sharpness is not None else None)
     intents.fit(*training_examples(options.get("intents_file")), encoder)
     return Model(version=str(options.get("version", encoder.name)), intents=intents,
                  faq=VectorFAQ(), encoder=encoder, meta={"encoder": encoder.name})

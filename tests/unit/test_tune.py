@@ -10,10 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from models import encoders
 from models.loader import load_model
-from models.tune import TuneSettings, _supervised_contrastive, fine_tune, write_model_dir
+from models.tune import (
+    TUNED_SHARPNESS,
+    TuneSettings,
+    _supervised_contrastive,
+    fine_tune,
+    write_model_dir,
+)
 from raydesk.cli import main
 
 EXAMPLES = {
@@ -92,8 +99,16 @@ def test_a_model_directory_serves_the_tuned_weights(tmp_path: Path,
     assert float((shipped @ tuned.T)[0, 0]) < 0.99999
     assert len(list((tmp_path / "cache").glob("minilm-*.onnx"))) == 2
     # The built-in intents are there beside the file's.
-    assert model.recognize("the card you sent me is still not here")[0] == "card_arrival"
+    question = "the card you sent me is still not here"
+    intent, confidence = model.recognize(question)
+    assert intent == "card_arrival"
     assert model.recognize("转人工")[0] == "human"
+    # The tuned encoder's calibration: confidences lower than with the shipped one's.
+    spec = yaml.safe_load((directory / "model.yaml").read_text("utf-8"))
+    assert spec["options"]["intent_sharpness"] == TUNED_SHARPNESS
+    shipped_scale = load_model(str(directory), "tuned-1", {"intent_sharpness": 0.47})
+    assert shipped_scale.recognize(question)[0] == intent
+    assert 0 < confidence < shipped_scale.recognize(question)[1] < 1
 
 
 def test_bad_input_is_refused_and_nothing_is_left_behind(tmp_path: Path) -> None:
