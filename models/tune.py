@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from models.encoders import _minilm_path, _offline
+from models.encoders import sentence_transformer
 
 # The intent confidence's calibration exponent for a tuned MiniLM (models/intents.py; the
 # shipped MiniLM's is 0.47). Tuning makes an intent's examples agree more, so confidences
@@ -115,15 +115,12 @@ def fine_tune(texts: Sequence[str], labels: Sequence[str], out: Path,
     written aside and renamed, so a run that fails leaves nothing behind)."""
     _refuse_existing(out)
     by_intent = _grouped(texts, labels)
-    _offline()
     import torch
-    from sentence_transformers import SentenceTransformer
 
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads or os.cpu_count() or 1)
     rng = random.Random(settings.seed)
-    model = SentenceTransformer(str(source or _minilm_path()), device="cpu",
-                                local_files_only=True)
+    model = sentence_transformer(source)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
     intents = sorted(by_intent)
