@@ -46,6 +46,10 @@ from models.encoders import sentence_transformer
 TUNED_SHARPNESS = 0.81
 
 
+# The encoders whose weights ``raydesk model train`` tunes (and how they are then served).
+TUNABLE = ("minilm", "minilm-int8")
+
+
 @dataclass(frozen=True)
 class TuneSettings:
     """What ``fine_tune`` does. The defaults are the ones measured in
@@ -154,7 +158,7 @@ def write_model_dir(out: Path, intents_file: Path, settings: TuneSettings = Tune
     from models.default import training_examples
 
     _refuse_existing(out)
-    if encoder not in ("minilm", "minilm-int8"):
+    if encoder not in TUNABLE:
         raise ValueError(f"tune: only MiniLM can be fine-tuned, not {encoder!r}")
     texts, labels = training_examples(intents_file)
     with _staged(out) as staging:

