@@ -41,14 +41,24 @@ def training_examples(intents_file: str | Path | None = None) -> tuple[list[str]
         texts += examples
         labels += [intent] * len(examples)
     if intents_file:
-        path = Path(intents_file)
-        with path.open(newline="", encoding="utf-8") as handle:
-            for line, row in enumerate(csv.DictReader(handle), start=2):
-                text, intent = (row.get("text") or "").strip(), (row.get("intent") or "").strip()
-                if not text or not intent:
-                    raise ValueError(f"{path}:{line}: need columns text and intent")
-                texts.append(text)
-                labels.append(intent)
+        more_texts, more_labels = read_intents(Path(intents_file))
+        texts += more_texts
+        labels += more_labels
+    return texts, labels
+
+
+def read_intents(path: Path) -> tuple[list[str], list[str]]:
+    """The ``text,intent`` rows of a CSV (other columns are ignored); ValueError with the
+    file and line of the first row that lacks either."""
+    texts: list[str] = []
+    labels: list[str] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            text, intent = (row.get("text") or "").strip(), (row.get("intent") or "").strip()
+            if not text or not intent:
+                raise ValueError(f"{path}:{line}: need columns text and intent")
+            texts.append(text)
+            labels.append(intent)
     return texts, labels
 
 

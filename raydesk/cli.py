@@ -180,7 +180,7 @@ def model_use(args: argparse.Namespace) -> int:
 def model_train(args: argparse.Namespace) -> int:
     """Fine-tune MiniLM on an intents CSV into a model directory (models/tune.py); runs
     here, needs no running raydesk."""
-    from models.tune import TuneSettings, write_model_dir
+    from models.tune import TuneSettings, read_questions, write_model_dir
 
     settings = TuneSettings(steps=args.steps, seed=args.seed)
 
@@ -189,10 +189,14 @@ def model_train(args: argparse.Namespace) -> int:
             print(f"step {step}/{settings.steps}  loss {loss:.3f}", flush=True)
 
     try:
+        questions = [q for path in args.questions or [] for q in read_questions(Path(path))]
         out = write_model_dir(Path(args.out), Path(args.intents), settings,
-                              encoder=args.encoder, progress=progress)
+                              encoder=args.encoder, progress=progress, questions=questions)
     except (ValueError, OSError) as exc:
         raise BadRequest(str(exc)) from None
+    if questions:
+        print(f"{len(questions)} unlabelled questions read; the ones labelled with the most "
+              f"confidence are in {out / 'intents.csv'} (origin self)")
     print(f"tuned model -> {out}\nserve it: raydesk model use {out} --version NAME")
     return 0
 
@@ -305,6 +309,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--encoder", choices=TUNABLE, default=TUNABLE[0],
                        help="how the tuned weights are served (default minilm)")
+    train.add_argument("--questions", action="append", metavar="FILE",
+                       help="unlabelled customer questions to learn from as well: Parquet "
+                       "(e.g. from `export unanswered`) or CSV with a text column, or one "
+                       "per line (repeatable)")
     train.set_defaults(func=model_train)
 
     unanswered = api_command(group("export", "export data"), "unanswered", export_unanswered,

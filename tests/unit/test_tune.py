@@ -1,14 +1,18 @@
 """models.tune and ``raydesk model train``: fine-tuning pulls each intent's examples
-together, writes a model directory the loader serves (ONNX, from the tuned weights), and
-refuses bad input without leaving anything behind. Real MiniLM weights from the installed
+together, self-training labels unlabelled questions, a model directory the loader serves
+(ONNX, from the tuned weights) is written, and bad input is refused without leaving
+anything behind. Real MiniLM weights from the installed
 package (offline), a few steps on a few examples; no Ray."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -20,6 +24,8 @@ from models.tune import (
     TuneSettings,
     _supervised_contrastive,
     fine_tune,
+    read_questions,
+    self_train,
     write_model_dir,
 )
 from raydesk.cli import main
@@ -34,6 +40,17 @@ EXAMPLES = {
     "refund": ["I want my money back", "how do I get a refund for this purchase",
                "the shop has not refunded me", "refund my last payment please"],
 }
+
+
+# Unlabelled questions, each clearly of one intent (the answer the tests check).
+QUESTIONS = {"my card still has not been delivered": "card_arrival",
+             "when does the new card arrive": "card_arrival",
+             "my card got stolen": "lost_card",
+             "I have lost my bank card": "lost_card",
+             "what is today's exchange rate for euros": "exchange_rate",
+             "your currency conversion rate is bad": "exchange_rate",
+             "please give me a refund": "refund",
+             "I still have not got my refund": "refund"}
 
 
 def _split() -> tuple[list[str], list[str]]:
@@ -150,3 +167,72 @@ def test_the_command_says_what_was_wrong(tmp_path: Path,
     assert stopped.value.code == 2
     assert "0 is not a positive number" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_self_training_keeps_the_questions_it_is_surest_of() -> None:
+    texts, labels = _split()
+    encoder = encoders.MiniLM()
+    # A labelled example among the questions is not labelled again.
+    questions = [*QUESTIONS, texts[0]]
+    everything = self_train(texts, labels, questions, encoder, TuneSettings(keep=1.0))
+    assert sorted(everything.texts) == sorted(QUESTIONS)
+    assert dict(zip(everything.texts, everything.intents, strict=True)) == QUESTIONS
+    assert all(0 < c <= 1 for c in everything.confidences)
+    half = self_train(texts, labels, questions, encoder, TuneSettings(keep=0.5, rounds=3))
+    assert len(half.texts) == len(QUESTIONS) // 2
+    # The half kept is the half labelled with the most confidence.
+    by_text = dict(zip(everything.texts, everything.confidences, strict=True))
+    dropped = [by_text[t] for t in QUESTIONS if t not in half.texts]
+    assert min(by_text[t] for t in half.texts) >= max(dropped) - 0.05
+    with pytest.raises(ValueError, match=r"keep must be in \(0, 1\]"):
+        self_train(texts, labels, questions, encoder, TuneSettings(keep=0))
+    assert self_train(texts, labels, texts, encoder).texts == []
+
+
+def test_questions_are_read_from_text_csv_and_parquet(tmp_path: Path) -> None:
+    lines = tmp_path / "questions.txt"
+    lines.write_text("where is my card\n\n  where is my card \nrefund please\n", "utf-8")
+    assert read_questions(lines) == ["where is my card", "refund please"]
+    table = tmp_path / "questions.csv"
+    table.write_text('text,other\n"where is my card, again",1\nrefund please,2\n', "utf-8")
+    assert read_questions(table) == ["where is my card, again", "refund please"]
+    exported = tmp_path / "unanswered.parquet"
+    pq.write_table(pa.table({"text": ["why was I charged", None], "seq": [3, 4]}), exported)
+    assert read_questions(exported) == ["why was I charged"]
+    for name, content in (("empty.txt", "\n \n"), ("untitled.csv", "question\nhello\n")):
+        (tmp_path / name).write_text(content, "utf-8")
+    with pytest.raises(ValueError, match=r"empty\.txt: no questions in it"):
+        read_questions(tmp_path / "empty.txt")
+    with pytest.raises(ValueError, match=r"untitled\.csv: need a text column"):
+        read_questions(tmp_path / "untitled.csv")
+    pq.write_table(pa.table({"question": ["hi"]}), tmp_path / "other.parquet")
+    with pytest.raises(ValueError, match=r"other\.parquet: no text column \(has question\)"):
+        read_questions(tmp_path / "other.parquet")
+
+
+def test_the_command_learns_from_unlabelled_questions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RAYDESK_MODEL_CACHE", str(tmp_path / "cache"))
+    intents = _intents_csv(tmp_path / "intents.csv", EXAMPLES)
+    questions = tmp_path / "questions.txt"
+    questions.write_text("\n".join(QUESTIONS) + "\n", "utf-8")
+    out = tmp_path / "model"
+    # A file that is not there: refused before any tuning, nothing written.
+    assert main(["model", "train", str(intents), "--out", str(out), "--steps", "2",
+                 "--questions", str(tmp_path / "nope.txt")]) == 1
+    assert "nope.txt" in capsys.readouterr().err and not out.exists()
+    assert main(["model", "train", str(intents), "--out", str(out), "--steps", "2",
+                 "--questions", str(questions)]) == 0
+    assert f"{len(QUESTIONS)} unlabelled questions read" in capsys.readouterr().out
+    with (out / "intents.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    labelled = [r for r in rows if r["origin"] == "labelled"]
+    own = [r for r in rows if r["origin"] == "self"]
+    assert [(r["text"], r["intent"]) for r in labelled] == list(zip(*_split(), strict=True))
+    # The default 90% of 8 questions: all but the least sure, each with its clear intent.
+    assert len(own) == len(QUESTIONS) - 1
+    assert all(QUESTIONS[r["text"]] == r["intent"] and 0 < float(r["confidence"]) <= 1
+               for r in own)
+    model = load_model(str(out), "tuned-2", {})
+    assert model.recognize(own[0]["text"])[0] == own[0]["intent"]
