@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from models.base import Batch, Encoder
+from models.base import Batch, Encoder, Vectors
 from models.encoders import MiniLMTorch, sentence_transformer
 
 # The intent confidence's calibration exponent for a tuned MiniLM (models/intents.py; the
@@ -190,6 +190,26 @@ def read_questions(path: Path) -> list[str]:
     return questions
 
 
+class _Remembered:
+    """An encoder that encodes each text once: self-training fits the head again and
+    again on the same examples and questions. Calibration attributes are the inner one's."""
+
+    def __init__(self, inner: Encoder) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._rows: dict[str, Any] = {}
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._inner, attribute)
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._rows]
+        if missing:
+            self._rows.update(zip(missing, self._inner.encode(missing), strict=True))
+        return np.stack([self._rows[t] for t in texts]) if texts else \
+            self._inner.encode([])
+
+
 @dataclass(frozen=True)
 class SelfLabelled:
     texts: list[str]
@@ -209,6 +229,7 @@ def self_train(texts: Sequence[str], labels: Sequence[str], questions: Sequence[
         raise ValueError("tune: keep must be in (0, 1] and rounds at least 1")
     known = set(texts)
     pool = [q for q in questions if q not in known]
+    encoder = _Remembered(encoder)
     head = EmbeddingIntents()
     head.fit(texts, labels, encoder)
     picked = SelfLabelled([], [], [])
