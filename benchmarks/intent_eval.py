@@ -278,11 +278,9 @@ def tuned_figures(data: dict[str, Any], args: argparse.Namespace) -> dict[str, A
             recognizer, _ = fitted(EmbeddingIntents, sample, encoder)
             alone = accuracy(predict(recognizer, test[0], encoder)[0], test[1])
             started = time.perf_counter()
-            picked = self_train(*sample, questions, encoder)
-            recognizer, _ = fitted(EmbeddingIntents, (sample[0] + picked.texts,
-                                                      sample[1] + picked.intents), encoder)
+            head = self_train(*sample, questions, encoder).head
             spent = time.perf_counter() - started
-            return alone, accuracy(predict(recognizer, test[0], encoder)[0], test[1]), spent
+            return alone, accuracy(predict(head, test[0], encoder)[0], test[1]), spent
 
         (figure, with_questions, spent), tuned_s = tuned(sample, seed, few_shot_accuracy)
         per_sample.append(figure)

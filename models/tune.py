@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from models.base import Batch, Encoder, Vectors
+from models.base import Batch, Encoder, IntentRecognizer, Vectors
 from models.encoders import MiniLMTorch, sentence_transformer
 
 # The intent confidence's calibration exponent for a tuned MiniLM (models/intents.py; the
@@ -212,9 +212,13 @@ class _Remembered:
 
 @dataclass(frozen=True)
 class SelfLabelled:
+    """The questions self-training kept, their intents and confidences, and the intent
+    head fitted on the examples and them (over the encoder it was given)."""
+
     texts: list[str]
     intents: list[str]
     confidences: list[float]
+    head: IntentRecognizer
 
 
 def self_train(texts: Sequence[str], labels: Sequence[str], questions: Sequence[str],
@@ -232,16 +236,17 @@ def self_train(texts: Sequence[str], labels: Sequence[str], questions: Sequence[
     encoder = _Remembered(encoder)
     head = EmbeddingIntents()
     head.fit(texts, labels, encoder)
-    picked = SelfLabelled([], [], [])
+    picked = SelfLabelled([], [], [], head)
     batch = Batch(pool, encoder)  # the questions are encoded once, for every round
     for _ in range(settings.rounds if pool else 0):
-        intents, confidences = zip(*head.recognize_many(batch), strict=True)
+        intents, confidences = zip(*picked.head.recognize_many(batch), strict=True)
         cut = float(np.quantile(confidences, 1 - settings.keep))
         chosen = [i for i, c in enumerate(confidences) if c >= cut]
-        picked = SelfLabelled([pool[i] for i in chosen], [intents[i] for i in chosen],
-                              [round(float(confidences[i]), 4) for i in chosen])
         head = EmbeddingIntents()
-        head.fit([*texts, *picked.texts], [*labels, *picked.intents], encoder)
+        head.fit([*texts, *(pool[i] for i in chosen)], [*labels, *(intents[i] for i in chosen)],
+                 encoder)
+        picked = SelfLabelled([pool[i] for i in chosen], [intents[i] for i in chosen],
+                              [round(float(confidences[i]), 4) for i in chosen], head)
     return picked
 
 
