@@ -149,11 +149,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     names = [label(s) for s in SETTINGS]
     clinc = results["clinc150"]["by_setting"]
-    series = [("BANKING77 10-shot", [results["banking77"][n]["accuracy"] for n in names]),
-              ("HWU64 10-shot", [results["hwu64"][n]["accuracy"] for n in names]),
-              ("CLINC150 10-shot in-scope", [clinc[n]["accuracy"] for n in names]),
-              ("CLINC150 oos recall (thr. on val)", [clinc[n]["oos_recall_chosen"]
-                                                     for n in names])]
+    series = [("BANKING77\n10-shot", [results["banking77"][n]["accuracy"] for n in names]),
+              ("HWU64\n10-shot", [results["hwu64"][n]["accuracy"] for n in names]),
+              ("CLINC150 10-shot\nin-scope", [clinc[n]["accuracy"] for n in names]),
+              ("CLINC150 out-of-scope\nrecall (threshold from val)",
+               [clinc[n]["oos_recall_chosen"] for n in names])]
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
