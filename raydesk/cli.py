@@ -189,7 +189,8 @@ def model_train(args: argparse.Namespace) -> int:
             print(f"step {step}/{settings.steps}  loss {loss:.3f}", flush=True)
 
     try:
-        questions = [q for path in args.questions or [] for q in read_questions(Path(path))]
+        questions = list(dict.fromkeys(q for path in args.questions or []
+                                       for q in read_questions(Path(path))))
         out = write_model_dir(Path(args.out), Path(args.intents), settings,
                               encoder=args.encoder, progress=progress, questions=questions)
     except (ValueError, OSError) as exc:

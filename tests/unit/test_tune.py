@@ -222,8 +222,11 @@ def test_the_command_learns_from_unlabelled_questions(
     assert main(["model", "train", str(intents), "--out", str(out), "--steps", "2",
                  "--questions", str(tmp_path / "nope.txt")]) == 1
     assert "nope.txt" in capsys.readouterr().err and not out.exists()
+    # The same questions in a second file count once.
+    again = tmp_path / "again.csv"
+    again.write_text("text\n" + "\n".join(QUESTIONS) + "\n", "utf-8")
     assert main(["model", "train", str(intents), "--out", str(out), "--steps", "2",
-                 "--questions", str(questions)]) == 0
+                 "--questions", str(questions), "--questions", str(again)]) == 0
     assert f"{len(QUESTIONS)} unlabelled questions read" in capsys.readouterr().out
     with (out / "intents.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
