@@ -66,10 +66,10 @@ def banking77(root: Path) -> tuple[Split, Split]:
 
 
 def clinc150(root: Path) -> dict[str, Split]:
-    """train/val/test (in-scope) and oos_val/oos_test of the full variant."""
+    """train/val/test (in-scope) and oos_train/oos_val/oos_test of the full variant."""
     data = json.loads((root / "clinc150" / "data_full.json").read_text("utf-8"))
     return {key: ([t for t, _ in data[key]], [i for _, i in data[key]])
-            for key in ("train", "val", "test", "oos_val", "oos_test")}
+            for key in ("train", "val", "test", "oos_train", "oos_val", "oos_test")}
 
 
 def hwu64(root: Path) -> tuple[Split, Split]:
@@ -267,11 +267,12 @@ def tuned_figures(data: dict[str, Any], args: argparse.Namespace) -> dict[str, A
     from models.tune import TuneSettings, self_train
 
     train, test = data["banking77"][0], data["banking77"][1]
-    per_sample, self_trained, self_s = [], [], []
+    per_sample, self_trained, self_s, pool_sizes = [], [], [], []
     for seed, sample in enumerate(data["banking77_10"]):
         # The rest of the training split, labels dropped: the unlabelled questions.
         labelled = set(sample[0])
         questions = [text for text in train[0] if text not in labelled]
+        pool_sizes.append(len(questions))
 
         def few_shot_accuracy(encoder: Encoder, sample: Split = sample,
                               questions: list[str] = questions) -> tuple[float, float, float]:
@@ -296,7 +297,7 @@ def tuned_figures(data: dict[str, Any], args: argparse.Namespace) -> dict[str, A
                                  "per_sample": per_sample},
             "banking77_10shot_self_trained": {
                 "accuracy": float(np.mean(self_trained)), "per_sample": self_trained,
-                "unlabelled_questions": len(train[0]) - len(data["banking77_10"][0][0]),
+                "unlabelled_questions": pool_sizes,
                 "seconds": [round(x, 1) for x in self_s]},
             "clinc150": clinc, "settings": asdict(TuneSettings())}
 
@@ -386,7 +387,8 @@ def tuned_lines(name: str, r: dict[str, Any], threshold: float) -> str:
             f"(samples: {', '.join(pct(a) for a in few['per_sample'])}; frozen: "
             f"{', '.join(pct(a) for a in r['banking77_10shot']['per_sample'])})\n"
             f"{name}, the same and the rest of the training split unlabelled "
-            f"({own['unlabelled_questions']} questions, self-trained): {pct(own['accuracy'])}% "
+            f"({', '.join(map(str, sorted(set(own['unlabelled_questions']))))} questions, "
+            f"self-trained): {pct(own['accuracy'])}% "
             f"(samples: {', '.join(pct(a) for a in own['per_sample'])})\n"
             f"{name}, MiniLM fine-tuned on CLINC150 train: in-scope {pct(clinc['accuracy'])}%;"
             f" at {threshold}: out-of-scope recall {pct(at['oos_recall'])}%, precision "

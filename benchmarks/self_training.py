@@ -36,7 +36,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from intent_eval import (
-    OOS,
     CachedEncoder,
     Split,
     accuracy,
@@ -77,7 +76,7 @@ def with_questions(sample: Split, questions: list[str], encoder: CachedEncoder,
 def clinc_figures(data: Path, encoder: CachedEncoder, samples: int,
                   args: argparse.Namespace) -> dict[str, Any]:
     clinc = clinc150(data)
-    oos_train = clinc150_oos_train(data)
+    oos_train = clinc["oos_train"][0]
     out: dict[str, Any] = {"unlabelled_oos_share": None, "by_setting": {}}
     runs: dict[str, list[dict[str, Any]]] = {label(s): [] for s in SETTINGS}
     for seed in range(samples):
@@ -111,13 +110,6 @@ def clinc_figures(data: Path, encoder: CachedEncoder, samples: int,
                                                   for r in per_sample])),
             "per_sample": per_sample}
     return out
-
-
-def clinc150_oos_train(data: Path) -> list[str]:
-    import json
-
-    full = json.loads((data / "clinc150" / "data_full.json").read_text("utf-8"))
-    return [text for text, intent in full["oos_train"] if intent == OOS]
 
 
 def few_shot_figures(name: str, split: tuple[Split, Split], encoder: CachedEncoder,
