@@ -103,7 +103,7 @@ def trace_breakdown(path: Path) -> list[dict[str, Any]]:
 def server_processes() -> list[psutil.Process]:
     """Everything raydesk runs: Ray's processes, its workers and the store, all started
     from this process."""
-    return psutil.Process().children(recursive=True)
+    return list(psutil.Process().children(recursive=True))
 
 
 async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds: float,

