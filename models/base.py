@@ -59,7 +59,11 @@ class Analysis:
 
 @runtime_checkable
 class Encoder(Protocol):
-    """Sentences to L2-normalised vectors (so a dot product is a cosine)."""
+    """Sentences to L2-normalised vectors (so a dot product is a cosine).
+
+    An encoder may also have ``identity``, a string that changes whenever its vectors
+    would (which weights, run how): then many texts' vectors are kept in the model cache
+    between loads (:func:`models.encoders.encode_remembered`)."""
 
     name: str
 

