@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from intent_eval import banking77, clinc150, few_shot
-from report import save
+from report import finish_plot, save
 
 from models.base import FaqItem, Model
 from models.default import build
@@ -75,10 +75,7 @@ def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
     ax.set_xlabel("FAQ confidence threshold (bot.threshold, default 0.6)")
     ax.set_ylabel("share of questions")
     ax.set_title("FAQ answers, frozen and tuned MiniLM (BANKING77 10-shot)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    finish_plot(fig, ax, path)
 
 
 def main() -> None:

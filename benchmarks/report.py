@@ -23,3 +23,11 @@ def save(name: str, fields: dict[str, Any], results: Any,
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
     plot(results, RESULTS / f"{name}.png")
     return report
+
+
+def finish_plot(fig: Any, ax: Any, path: Path) -> None:
+    """A grid, a small legend, a tight layout, and the figure written to ``path``."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
