@@ -9,7 +9,9 @@ Open loop: questions leave at --rates per second (Poisson), each from one of --c
 connected customers whose previous question has been answered; a customer handed off to
 the queue is replaced by a new one. Per rate: p50/p90/p99 of send -> first bot or
 hand-off message, the share answered, and server CPU per question (also by part:
-the Assistant replica, the shards, the gateway, the store, the router, Ray itself).
+the Assistant replica, the shards, the gateway, the store, the router, Ray itself), and
+apart from it the load generator's own CPU per question (this process, which also holds
+the idle Ray driver that started raydesk).
 Writes benchmarks/results/bot_latency.json and .png. ``--trace``: every message traced
 (OpenTelemetry spans to a file, which costs CPU of its own) and, for the questions the
 bot took, when each hop started and how long it took (medians, from the gateway's
@@ -138,6 +140,8 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
 
         readers = {id(c): asyncio.ensure_future(read(c)) for c in pool}
         processes = server_processes()
+        me = psutil.Process()
+        own0 = sum(me.cpu_times()[:2])
         cpu0, started = cpu_by_process(processes), time.perf_counter()
         rng = random.Random(7)
         deadline = started + seconds
@@ -170,6 +174,7 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
         elapsed = time.perf_counter() - started
         # CPU by part (bot, shards, gateway, store, router; the rest is Ray's own).
         by_part = cpu_between(cpu0, cpu_by_process(processes))
+        own = sum(me.cpu_times()[:2]) - own0
         cpu = sum(by_part.values())
         for reader in readers.values():
             reader.cancel()
@@ -185,6 +190,9 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
             "cpu_cores_busy": round(cpu / elapsed, 2),
             "cpu_ms_per_question_by_part": {part: round(seconds / max(1, sent) * 1000, 2)
                                             for part, seconds in sorted(by_part.items())},
+            # Not in the figures above: this process, the load generator (and the idle
+            # Ray driver that started raydesk), on the same two cores.
+            "load_generator_cpu_ms_per_question": round(own / max(1, sent) * 1000, 2),
             "outcomes": outcomes}
 
 
