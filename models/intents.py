@@ -67,6 +67,8 @@ class Tfidf:
         return sparse.csr_matrix(x)
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        if self._analyze is None:
+            raise ValueError("Tfidf: transform before fit_transform")
         sublinear = self._vectorizer.sublinear_tf
         indptr, indices, values = [0], [], []
         for text in texts:

@@ -39,6 +39,8 @@ def test_tfidf_features_equal_sklearns(make: object) -> None:
     texts = ["My card arrived", "card lost, card gone", "Refund please", "refund late",
              "hello", "hi there", "转人工", "我要人工客服"]
     features = make()  # type: ignore[operator]
+    with pytest.raises(ValueError, match="before fit"):
+        features.transform(["hello"])
     fitted = features.fit_transform(texts)
     queries = ["where is my CARD card", "refund", "转人工 please", "", "zzz qqq",
                "hello hello hello there"]
