@@ -117,7 +117,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     for setting in dict.fromkeys((r["encoder"], r["threads"], r["replicas"]) for r in rows):
         mine = [r for r in rows if (r["encoder"], r["threads"], r["replicas"]) == setting]
         rates = [r["rate_achieved"] for r in mine]
@@ -131,7 +131,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("questions per second")
     ax.set_ylabel("arrival -> analysis (ms)")
     ax.set_title("The bot's model alone, batched as the Assistant does (2 cores)")
-    finish_plot(fig, ax, path)
+    finish_plot(fig, ax, path, legend_outside=True)
 
 
 def main() -> None:

@@ -25,9 +25,13 @@ def save(name: str, fields: dict[str, Any], results: Any,
     return report
 
 
-def finish_plot(fig: Any, ax: Any, path: Path) -> None:
-    """A grid, a small legend, a tight layout, and the figure written to ``path``."""
+def finish_plot(fig: Any, ax: Any, path: Path, legend_outside: bool = False) -> None:
+    """A grid, a small legend (right of the plot if ``legend_outside``), a tight layout,
+    and the figure written to ``path``."""
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if legend_outside:
+        ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    else:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
