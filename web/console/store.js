@@ -10,6 +10,7 @@
 //   "canned"        the canned replies changed
 
 const TYPING_SHOWN_MS = 6_000; // a typing "on" with no "off" fades after this
+const UNREAD_SCANNED = 500; // unread() looks at each seq of a stretch up to this long
 
 export class Store extends EventTarget {
   constructor() {
@@ -47,8 +48,23 @@ export class Store extends EventTarget {
     return Boolean(conv && this.me && conv.status === "assigned" && conv.assignee === this.me.agent_id);
   }
 
+  /**
+   * Messages after your read cursor that someone wrote (the customer, an agent, the bot):
+   * system events (queued, assigned, ...) are not unread. A seq not held here counts, as
+   * it may be a message; so does every seq of a very long unread stretch (lists redraw
+   * often, and such a badge is large either way).
+   */
   unread(conv) {
-    return Math.max(0, (conv.last_seq || 0) - (conv.read_seq || 0));
+    const from = conv.read_seq || 0;
+    const to = conv.last_seq || 0;
+    if (to - from > UNREAD_SCANNED) return to - from;
+    const held = this.messages.get(conv.conversation_id);
+    let count = 0;
+    for (let seq = from + 1; seq <= to; seq += 1) {
+      const m = held && held.get(seq);
+      if (!m || m.sender.role !== "system") count += 1;
+    }
+    return count;
   }
 
   visitorName(conv) {
