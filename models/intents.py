@@ -47,9 +47,9 @@ _TOKENS = r"[\u3400-\u9fff\uf900-\ufaff]|[^\W\u3400-\u9fff\uf900-\ufaff]+"
 class Tfidf:
     """TF-IDF features: sklearn's vectorizer learns the vocabulary and the weights, and
     :meth:`transform` computes the same numbers (tests/unit/test_intents.py) for the few
-    texts of a bot pass without sklearn's input checks and wrappers: 0.13-0.16 ms of CPU
-    for one question against 0.76-0.90 ms (the word n-grams of the default model, three
-    rounds of 500 BANKING77 questions; docs/explanation/bot.md)."""
+    texts of a bot pass without sklearn's input checks and wrappers: 0.085-0.105 ms of
+    CPU for one question against 0.69-0.92 ms (the default model's word n-grams;
+    benchmarks/results/tfidf_transform.json)."""
 
     def __init__(self, vectorizer: TfidfVectorizer) -> None:
         if vectorizer.norm != "l2" or not vectorizer.use_idf:
