@@ -192,7 +192,12 @@ def read_questions(path: Path) -> list[str]:
 
 class _Remembered:
     """An encoder that encodes each text once: self-training fits the head again and
-    again on the same examples and questions. Calibration attributes are the inner one's."""
+    again on the same examples and questions. Calibration attributes are the inner one's.
+    It has no ``identity``: its memory already spares the encoding, and each round's
+    texts written to the model cache (models.encoders.encode_remembered) would only be
+    files that no load reads."""
+
+    identity = None
 
     def __init__(self, inner: Encoder) -> None:
         self.name = inner.name

@@ -169,9 +169,13 @@ def test_the_command_says_what_was_wrong(tmp_path: Path,
     assert not (tmp_path / "m").exists()
 
 
-def test_self_training_keeps_the_questions_it_is_surest_of() -> None:
+def test_self_training_keeps_the_questions_it_is_surest_of(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     texts, labels = _split()
     encoder = encoders.MiniLM()
+    # Its rounds encode each text once in memory, and leave no files in the model cache.
+    monkeypatch.setenv("RAYDESK_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(encoders, "REMEMBER_FROM", 1)
     # A labelled example among the questions is not labelled again.
     questions = [*QUESTIONS, texts[0]]
     everything = self_train(texts, labels, questions, encoder,
@@ -189,6 +193,7 @@ def test_self_training_keeps_the_questions_it_is_surest_of() -> None:
     with pytest.raises(ValueError, match=r"keep must be in \(0, 1\]"):
         self_train(texts, labels, questions, encoder, TuneSettings(keep=0))
     assert self_train(texts, labels, texts, encoder).texts == []
+    assert not (tmp_path / "cache" / "vectors").exists()
 
 
 def test_questions_are_read_from_text_csv_and_parquet(tmp_path: Path) -> None:
