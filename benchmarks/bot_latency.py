@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 import psutil
 import websockets
-from report import save
+from report import own_cpu_s, save
 
 from models.encoders import ENCODERS
 from raydesk import tracing
@@ -140,8 +140,7 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
 
         readers = {id(c): asyncio.ensure_future(read(c)) for c in pool}
         processes = server_processes()
-        me = psutil.Process()
-        own0 = sum(me.cpu_times()[:2])
+        own0 = own_cpu_s()
         cpu0, started = cpu_by_process(processes), time.perf_counter()
         rng = random.Random(7)
         deadline = started + seconds
@@ -174,7 +173,7 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
         elapsed = time.perf_counter() - started
         # CPU by part (bot, shards, gateway, store, router; the rest is Ray's own).
         by_part = cpu_between(cpu0, cpu_by_process(processes))
-        own = sum(me.cpu_times()[:2]) - own0
+        own = own_cpu_s() - own0
         cpu = sum(by_part.values())
         for reader in readers.values():
             reader.cancel()

@@ -18,14 +18,13 @@ Run: .venv/bin/python benchmarks/faq_tuned.py   (~8 minutes, most of it the tuni
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from intent_eval import banking77, clinc150, few_shot
+from intent_eval import banking77, clinc150, few_shot, write_intents
 from report import finish_plot, save
 
 from models.base import FaqItem, Model
@@ -93,9 +92,7 @@ def main() -> None:
     items = [FaqItem(label, key, f"About {label}.") for label, key in sorted(keys.items())]
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        intents = Path(folder) / "intents.csv"
-        with intents.open("w", newline="", encoding="utf-8") as handle:
-            csv.writer(handle).writerows([("text", "intent"), *zip(*sample, strict=True)])
+        intents = write_intents(Path(folder) / "intents.csv", sample)
         started = time.perf_counter()
         tuned_dir = write_model_dir(Path(folder) / "tuned", intents,
                                     TuneSettings(seed=args.seed))

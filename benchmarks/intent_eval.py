@@ -91,6 +91,13 @@ def hwu64(root: Path) -> tuple[Split, Split]:
     return read("train"), read("test")
 
 
+def write_intents(path: Path, split: Split) -> Path:
+    """``split`` as the ``text,intent`` CSV an intents file is (models.default)."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("text", "intent"), *zip(*split, strict=True)])
+    return path
+
+
 def few_shot(split: Split, per_intent: int, seed: int) -> Split:
     """``per_intent`` examples of every intent, sampled with a fixed seed."""
     by_label: dict[str, list[str]] = {}

@@ -12,14 +12,13 @@ Run: .venv/bin/python benchmarks/model_cpu.py  (one process per setting; ~6 minu
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from report import save
+from report import own_cpu_s, save
 
 CALLS = 60
 GAPS_S = (0.0, 0.04)
@@ -39,15 +38,14 @@ def measure(encoder: str, threads: int) -> list[dict[str, Any]]:
     model.analyze(["warm up"])
     rows = []
     for gap in GAPS_S:
-        before = resource.getrusage(resource.RUSAGE_SELF)
+        before = own_cpu_s()
         started = time.perf_counter()
         for question in questions[:CALLS]:
             model.analyze([question])
             if gap:
                 time.sleep(gap)
         wall = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        cpu = own_cpu_s() - before
         rows.append({"encoder": encoder, "threads": threads, "gap_ms": gap * 1000,
                      "cpu_ms_per_question": round(cpu / CALLS * 1000, 2),
                      "work_ms_per_question": round((wall / CALLS - gap) * 1000, 2)})

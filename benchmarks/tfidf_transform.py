@@ -10,13 +10,12 @@ Run: .venv/bin/python benchmarks/tfidf_transform.py   (~10 seconds)
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bot_latency import banking
-from report import save
+from report import own_cpu_s, save
 
 from models.default import training_examples
 from models.intents import word_tfidf
@@ -25,16 +24,11 @@ QUESTIONS = 500
 ROUNDS = 3
 
 
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def cpu_ms_per_call(transform: Callable[[Sequence[str]], Any], questions: list[str]) -> float:
-    started = _cpu_s()
+    started = own_cpu_s()
     for question in questions:
         transform([question])
-    return round((_cpu_s() - started) / len(questions) * 1000, 3)
+    return round((own_cpu_s() - started) / len(questions) * 1000, 3)
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
