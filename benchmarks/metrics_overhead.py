@@ -18,6 +18,7 @@ Run: .venv/bin/python benchmarks/metrics_overhead.py [--ray]
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 import timeit
@@ -119,7 +120,7 @@ def main() -> None:
         import ray
         from ray.util import metrics as ray_metrics
 
-        ray.init(include_dashboard=False, num_cpus=1, logging_level="ERROR")
+        ray.init(include_dashboard=False, num_cpus=1, logging_level=logging.ERROR)
         try:
             ray_counter = ray_metrics.Counter("bench_frames", "b", tag_keys=("type",))
             ray_counter.set_default_tags({"type": "send"})
