@@ -24,13 +24,14 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray import serve
 
 from models.base import Analysis
-from models.policy import wants_human
+from models.policy import Turn, wants_human
 from raydesk import decide, logs, metrics, tracing
 from raydesk import store as keys
 from raydesk.batching import Batcher, Deferred
@@ -57,6 +58,21 @@ RECOVERY_EVERY_S = 5.0
 # messages/s (benchmarks/results/loadtest_steady.json). A later tell to the same router
 # sends the waiting samples first, so the router sees everything in the order it was told.
 RESPONSE_SAMPLES_EVERY_S = 0.05
+
+
+@dataclass(frozen=True)
+class BotTurn:
+    """A bot turn decided and not yet committed: the policy's choice, its decision, and
+    whether the model answered (else the confidence means nothing)."""
+
+    policy: Turn
+    decision: decide.Decision
+    analysed: bool
+
+    @property
+    def commit(self) -> Commit:
+        assert self.decision.commit is not None  # a turn always writes
+        return self.decision.commit
 
 
 class StaleState(Exception):
@@ -87,6 +103,7 @@ class ConversationShard:
         self._router_warned: dict[str, float] = {}
         bot = settings.config.bot
         self._policy = bot_policy(bot)
+        self._inline_wait_s = bot.inline_wait_ms / 1000
         self._assistant: Any = None
         self._questions: Batcher[str, dict[str, Any]] = Batcher(
             self._ask_assistant, max_batch=QUESTIONS_PER_CALL, max_in_flight=4)
@@ -234,29 +251,53 @@ class ConversationShard:
         decide.tell_agents(conv, decision)
         if decision.signals:
             await self._store.publish(tracing.tag_events(decision.signals))
-        # A customer's message: the bot takes its turn (in order, outside the mailbox). The
-        # model starts on the question while the question is committed, so the commit is
-        # not on the reply's path; if the commit fails or was a resend, it is cancelled.
+        # A customer's message: the bot takes its turn. The model starts on the question
+        # at once; if it answers within bot.inline_wait_ms (and no earlier turn of the
+        # conversation is pending), the turn is stored with the question in one commit.
+        # Otherwise the question is committed alone and the turn follows in order, outside
+        # the mailbox. If the commit fails or was a resend, the model's request is
+        # cancelled.
         question = decision.message if decision.message is not None and \
             decision.conversation.status is Status.BOT else None
         analysis = self._ask_model(question) if question is not None else None
         try:
-            if decision.commit is not None:
-                result = await self._commit(decision.commit, decision.message)
-                if result.outcome == "dup":
-                    return decide.ack_from_dedupe(cmd, result.value)
-                if result.outcome == "stale":
-                    log.warning("shard %s: conversation %s seq moved to %s, reloading",
-                                self._name, cmd.conversation_id, result.value)
-                    raise StaleState()
-            await self._committed(decision)
-            if question is not None:
+            turn = None
+            if question is not None and await self._in_time(question, analysis):
+                turn = self._turn(decision.conversation, question,
+                                  analysis.result() if analysis is not None else None)
+            if turn is None:
+                resent = await self._store_decision(cmd, decision)
+            else:
+                with tracing.span("bot turn", conversation_id=cmd.conversation_id,
+                                  message_id=decision.reply.get("message_id"), inline=True):
+                    resent = await self._store_decision(cmd, decision, turn)
+            if resent is not None:
+                return resent
+            if turn is not None:
+                await self._turn_committed(turn, with_question=True)
+            elif question is not None:  # the turn follows, in order
                 self._schedule_bot_turn(question, analysis)
                 analysis = None
+            return decision.reply
         finally:
             if analysis is not None:
                 analysis.cancel()
-        return decision.reply
+
+    async def _store_decision(self, cmd: ShardCommand, decision: decide.Decision,
+                              turn: BotTurn | None = None) -> dict[str, Any] | None:
+        """Commit ``decision`` (with the bot's ``turn`` after it, in one commit) and keep
+        its state. A resend stores nothing: its original ack is returned."""
+        if decision.commit is not None:
+            commit = decision.commit if turn is None else decision.commit.then(turn.commit)
+            result = await self._commit(commit, decision.message)
+            if result.outcome == "dup":
+                return decide.ack_from_dedupe(cmd, result.value)
+            if result.outcome == "stale":
+                log.warning("shard %s: conversation %s seq moved to %s, reloading",
+                            self._name, cmd.conversation_id, result.value)
+                raise StaleState()
+        await self._committed(decision)
+        return None
 
     async def _committed(self, decision: decide.Decision) -> None:
         """Keep the state the store now has, and tell the router what it must hear."""
@@ -296,30 +337,55 @@ class ConversationShard:
     async def _take_bot_turn(self, question: Message,
                              asked: asyncio.Future[dict[str, Any] | None] | None) -> None:
         analysis = await asked if asked is not None else None
-        version = analysis.get("model_version") if analysis else None
 
         async def commit() -> None:
             conv = await self._load(question.conversation_id)
-            if conv is None or conv.status is not Status.BOT:
+            if conv is None:
+                return
+            turn = self._turn(conv, question, analysis)
+            if turn is None:
                 return  # handed off or closed meanwhile: the bot stays silent
-            turn = self._policy.decide(question.text,
-                                       Analysis.from_dict(analysis) if analysis else None,
-                                       conv.unanswered)
-            decision = decide.bot_turn(conv, turn, question, _now_ms(),
-                                       [new_message_id(), new_message_id()], version)
-            decide.tell_agents(conv, decision)
-            assert decision.commit is not None
-            result = await self._commit(decision.commit, None)
+            result = await self._commit(turn.commit, None)
             if result.outcome == "stale":
                 raise StaleState()
-            await self._committed(decision)
-            metrics.bot_turn(turn.action, turn.reason, turn.faq_id, turn.confidence,
-                             analysis is not None)
+            await self._turn_committed(turn, with_question=False)
 
         result = await self._in_mailbox(question.conversation_id, commit, "bot turn")
         if isinstance(result, Exception):
             log.warning("shard %s: the bot's turn on %s failed: %s", self._name,
                         question.conversation_id, result)
+
+    async def _in_time(self, question: Message,
+                       asked: asyncio.Future[dict[str, Any] | None] | None) -> bool:
+        """Whether the bot's turn on ``question`` can be stored with it: no earlier turn
+        of the conversation is pending, and the model (if asked) answered within
+        ``bot.inline_wait_ms``."""
+        if self._inline_wait_s <= 0 or question.conversation_id in self._bot_turns:
+            return False
+        if asked is None:
+            return True
+        done, _ = await asyncio.wait({asked}, timeout=self._inline_wait_s)
+        return bool(done)
+
+    def _turn(self, conv: Conversation, question: Message,
+              analysis: dict[str, Any] | None) -> BotTurn | None:
+        """The bot's turn on ``question`` in the state ``conv``; None if the bot no longer
+        has the conversation (handed off or closed)."""
+        if conv.status is not Status.BOT:
+            return None
+        policy = self._policy.decide(question.text,
+                                     Analysis.from_dict(analysis) if analysis else None,
+                                     conv.unanswered)
+        decision = decide.bot_turn(
+            conv, policy, question, _now_ms(), [new_message_id(), new_message_id()],
+            analysis.get("model_version") if analysis else None)
+        decide.tell_agents(conv, decision)
+        return BotTurn(policy, decision, analysis is not None)
+
+    async def _turn_committed(self, turn: BotTurn, with_question: bool) -> None:
+        await self._committed(turn.decision)
+        metrics.bot_turn(turn.policy.action, turn.policy.reason, turn.policy.faq_id,
+                         turn.policy.confidence, turn.analysed, with_question)
 
     async def _recover_bot_turns(self) -> None:
         """Take the bot turns that a dead shard instance owed (its customers would wait

@@ -9,9 +9,11 @@ Open loop: questions leave at --rates per second (Poisson), each from one of --c
 connected customers whose previous question has been answered; a customer handed off to
 the queue is replaced by a new one. Per rate: p50/p90/p99 of send -> first bot or
 hand-off message, the share answered, and server CPU per question (also by part:
-the Assistant replica, the shards, the gateway, the store, the router, Ray itself), and
-apart from it the load generator's own CPU per question (this process, which also holds
-the idle Ray driver that started raydesk).
+the Assistant replica, the shards, the gateway, the store, the router, Ray itself), the
+share of bot turns stored in their question's commit (``turns_with_question``: the model
+answered within bot.inline_wait_ms, set with --inline-wait-ms), and apart from it the load
+generator's own CPU per question (this process, which also holds the idle Ray driver that
+started raydesk).
 Writes benchmarks/results/bot_latency.json and .png. ``--trace``: every message traced
 (OpenTelemetry spans to a file, which costs CPU of its own) and, for the questions the
 bot took, when each hop started and how long it took (medians, from the gateway's
@@ -37,10 +39,11 @@ import httpx
 import numpy as np
 import psutil
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 from report import own_cpu_s, save
 
 from models.encoders import ENCODERS
-from raydesk import tracing
+from raydesk import metrics, tracing
 from raydesk.config import load_config
 from raydesk.embedded_store import free_port
 from raydesk.loadtest.procs import cpu_between, cpu_by_process
@@ -100,6 +103,17 @@ def trace_breakdown(path: Path) -> list[dict[str, Any]]:
              "duration_ms_p50": round(float(np.median([t[1] for t in times])), 2)}
             for hop, times in hops.items()]
     return sorted(rows, key=lambda row: row["start_ms_p50"])
+
+
+def turns_stored(url: str) -> dict[str, float]:
+    """The shards' bot turns so far by how they were stored (``with_question``: in the
+    question's commit, ``alone``: in one of their own), from raydesk's /metrics."""
+    totals = {"with_question": 0.0, "alone": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name == "raydesk_bot_turns_total":
+                totals[sample.labels["stored"]] += sample.value
+    return totals
 
 
 def server_processes() -> list[psutil.Process]:
@@ -224,6 +238,9 @@ def main() -> None:
                         help="trace every message and print where a question's time goes")
     parser.add_argument("--threads", type=int, help="the encoder's CPU threads "
                         "(default: the library's)")
+    parser.add_argument("--inline-wait-ms", type=float, help="bot.inline_wait_ms: how long a "
+                        "question waits for the model to be stored with its answer "
+                        "(default: raydesk's; 0: every turn in a commit of its own)")
     args = parser.parse_args()
     faq, questions = banking()
     results = []
@@ -234,7 +251,9 @@ def main() -> None:
                              tracing=({"exporter": "file", "path": str(Path(data) / "spans")}
                                       if args.trace else {}),
                              bot={"encoder": args.encoder, "options": (
-                                 {"threads": args.threads} if args.threads else {})})
+                                 {"threads": args.threads} if args.threads else {}),
+                                  **({"inline_wait_ms": args.inline_wait_ms}
+                                     if args.inline_wait_ms is not None else {})})
         runtime = Runtime(config)
         runtime.start()
         try:
@@ -248,8 +267,16 @@ def main() -> None:
             for rate in args.rates:
                 if args.trace:
                     spans.write_bytes(b"")  # this rate's spans only (writers append)
+                time.sleep(metrics.PUSH_EVERY_S + 1)  # the shards' counts are pushed
+                stored_before = turns_stored(runtime.url)
                 result = asyncio.run(run_rate(runtime, questions, rate, args.seconds,
                                               args.customers))
+                time.sleep(metrics.PUSH_EVERY_S + 1)
+                stored = {kind: count - stored_before[kind]
+                          for kind, count in turns_stored(runtime.url).items()}
+                # The share of turns stored in their question's commit (bot.inline_wait_ms).
+                result["turns_with_question"] = round(
+                    stored["with_question"] / max(1.0, sum(stored.values())), 3)
                 if args.trace:
                     time.sleep(tracing.EXPORT_EVERY_MS / 1000 + 1)  # the last batches
                     result["trace_breakdown"] = trace_breakdown(spans)
@@ -264,8 +291,11 @@ def main() -> None:
         finally:
             runtime.stop()
     name = "bot_latency" + ("" if args.encoder == "minilm" else f"_{args.encoder}") + (
-        f"_t{args.threads}" if args.threads else "") + ("_traced" if args.trace else "")
+        f"_t{args.threads}" if args.threads else "") + (
+        f"_wait{args.inline_wait_ms:g}" if args.inline_wait_ms is not None else "") + (
+        "_traced" if args.trace else "")
     report = save(name, {"encoder": args.encoder, "threads": args.threads,
+                         "inline_wait_ms": config.bot.inline_wait_ms,
                          "faq_items": len(faq), "seconds": args.seconds,
                          "customers": args.customers}, results,
                   lambda rows, path: plot(rows, path, args.encoder))

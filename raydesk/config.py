@@ -173,6 +173,11 @@ class BotConfig(_Section):
     intent_skills: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] = {}
     # A bot turn waiting longer than this for the model hands off instead.
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    # How long a customer's message waits for the model before it is stored: a turn ready
+    # by then is stored with the message in one commit (one store write and one delivery
+    # fewer, docs/explanation/bot.md); a later one follows in its own commit. The ack of
+    # the message waits as long. 0: every turn in its own commit.
+    inline_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 100.0
     replicas: Annotated[int, Field(ge=1, le=64)] = 1
     # Requests carried by one encoder pass; the requests that arrive while the model runs
     # go in its next pass. batch_wait_ms: how long a pass waits for more before it runs

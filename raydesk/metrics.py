@@ -133,6 +133,11 @@ BOT_HANDOFFS = Counter(
     "raydesk_bot_handoffs_total", "Bot turns that handed the conversation to the agents' "
     "queue, by reason (requested, bot_unavailable, low_confidence, unanswered, intent).",
     ["reason"], registry=SHARD)
+BOT_TURNS = Counter(
+    "raydesk_bot_turns_total", "Bot turns committed, by how they were stored: "
+    "with_question (the model answered within bot.inline_wait_ms: one commit for the "
+    "question and the turn) or alone (a commit of its own, after the question's).",
+    ["stored"], registry=SHARD)
 BOT_CONFIDENCE = Histogram(
     "raydesk_bot_confidence_ratio", "The model's confidence at each bot turn that had an "
     "analysis, by action (answer, clarify, handoff).", ["action"],
@@ -255,9 +260,11 @@ def frame_written(payload: str, stamp: float) -> None:
 
 
 def bot_turn(action: str, reason: str | None, faq_id: str | None, confidence: float,
-             analysed: bool) -> None:
+             analysed: bool, with_question: bool) -> None:
     """Count a committed bot turn (models/policy.py's Turn); ``analysed``: the model
-    answered (else the confidence means nothing)."""
+    answered (else the confidence means nothing); ``with_question``: stored in the
+    question's commit."""
+    BOT_TURNS.labels("with_question" if with_question else "alone").inc()
     if action == "handoff":
         BOT_HANDOFFS.labels(reason or "unknown").inc()
     else:

@@ -187,6 +187,24 @@ class Commit:
     dedupe: str | None = None
     dedupe_value: str | None = None
 
+    def then(self, following: Commit) -> Commit:
+        """This change and ``following``, the same conversation's next change, as one
+        commit: both are applied or neither, with one round trip and one delivery.
+        ``following``'s state fields win; its ops run after these."""
+        if following.cid != self.cid:
+            raise ValueError(f"commit: {following.cid} cannot follow {self.cid} in one commit")
+        if following.expect != self.expect + len(self.messages):
+            raise ValueError(f"commit: the following change expects seq {following.expect},"
+                             f" not {self.expect + len(self.messages)}")
+        if following.dedupe is not None:
+            raise ValueError("commit: only the first change of a commit has a dedupe key")
+        return Commit(cid=self.cid, expect=self.expect,
+                      messages=[*self.messages, *following.messages],
+                      state={**self.state, **following.state},
+                      ops=[*self.ops, *following.ops],
+                      publish=[*self.publish, *following.publish],
+                      dedupe=self.dedupe, dedupe_value=self.dedupe_value)
+
     def encode(self) -> tuple[list[str], str]:
         keys = [log_key(self.cid), state_key(self.cid), dedupe_key(self.cid), CHANGES,
                 CHANGES_COUNTER]

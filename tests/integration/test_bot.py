@@ -13,8 +13,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import ray
+import redis.asyncio as aioredis
 
 from actors.shard import RECOVERY_EVERY_S
+from raydesk import store as keys
 from raydesk.cli import main as cli
 from raydesk.placement import shard_for
 from raydesk.runtime import Runtime, chosen_model
@@ -297,16 +299,67 @@ def test_export_unanswered_needs_a_reachable_server(tmp_path: Path, data_dir: Pa
 
 
 
+def _shard(runtime: Runtime, cid: str) -> Any:
+    assert runtime.settings is not None
+    return ray.get_actor(shard_for(cid, runtime.settings.shard_names),
+                         namespace=runtime.settings.namespace)
+
+
+async def _inline_wait(shard: Any, seconds: float) -> None:
+    """Set how long the shard's questions wait for the model (bot.inline_wait_ms), as if
+    the model were always in time (long) or always late (0)."""
+    await shard.__ray_call__.remote(setattr, "_inline_wait_s", seconds)
+
+
+async def test_the_answer_is_stored_with_the_question(api: Api, connect: Any, faq: Any,
+                                                      runtime: Runtime) -> None:
+    """A model that answers within bot.inline_wait_ms: the question and the bot's answer
+    are one store commit (the change counter moves once, for this conversation alone),
+    and so are a request for a person and its hand-off; a late model: two commits."""
+    settings = runtime.settings
+    assert settings is not None
+    store = aioredis.Redis.from_url(settings.store_url, password=settings.store_password,
+                                    decode_responses=True)
+    customer = await _customer(api, connect)
+    cid, _ = await _ask(customer, "hello")
+    shard = _shard(runtime, cid)
+
+    async def commits(text: str) -> tuple[int, Frame]:
+        before = int(await store.get(keys.CHANGES_COUNTER) or 0)
+        _, reply = await _ask(customer, text, cid)
+        changed = await store.zrangebyscore(keys.CHANGES, f"({before}", "+inf")
+        assert changed == [cid], changed
+        return int(await store.get(keys.CHANGES_COUNTER) or 0) - before, reply
+
+    try:
+        await _inline_wait(shard, 60.0)
+        count, answer = await commits("I forgot my password")
+        assert (count, answer["bot"]["faq_id"]) == (1, "reset")
+        await _inline_wait(shard, 0.0)
+        count, answer = await commits("When are you open?")
+        assert (count, answer["bot"]["faq_id"]) == (2, "hours")
+        await _inline_wait(shard, 60.0)
+        count, handoff = await commits("转人工")
+        assert (count, handoff["event"]["kind"]) == (1, "handoff")
+    finally:
+        await _inline_wait(shard, runtime.config.bot.inline_wait_ms / 1000)
+        await store.aclose()
+    await customer.expect(lambda f: f["type"] == "message" and f["conversation_id"] == cid
+                          and f.get("event", {}).get("kind") == "queued")
+    seqs = [m["seq"] for m in customer.messages(cid)]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
 async def test_shard_killed_before_the_bot_replied(api: Api, connect: Any, faq: Any,
                                                    runtime: Runtime) -> None:
     """The shard dies right after storing the customer's question, before (or while) the
     bot takes its turn: the restarted shard takes the turn it owed. The customer gets
-    exactly one bot reply to the question, never none and never two."""
-    assert runtime.settings is not None
+    exactly one bot reply to the question, never none and never two. (The model is made
+    late, so the question is stored alone, as under load.)"""
     customer = await _customer(api, connect)
     cid, _ = await _ask(customer, "hello")
-    shard = ray.get_actor(shard_for(cid, runtime.settings.shard_names),
-                          namespace=runtime.settings.namespace)
+    shard = _shard(runtime, cid)
+    await _inline_wait(shard, 0.0)
     ack = await customer.send_text("When will my card arrive?", cid)
     ray.kill(shard, no_restart=False)
     wait = runtime.config.bot.timeout_s + 3 * RECOVERY_EVERY_S

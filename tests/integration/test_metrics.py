@@ -137,7 +137,8 @@ async def test_every_process_is_reported_once(api: Api, runtime: Runtime) -> Non
 
 
 async def test_bot_turns_are_counted(api: Api, connect: Any, skill: str) -> None:
-    """A question to the bot moves the bot's turn, request and model series."""
+    """A question to the bot moves the bot's turn, request and model series, and the
+    turns counted by how they were stored add up to the answers and hand-offs."""
     before = await _scrape(api)
     # A skill of its own: if the bot hands off, no later test's agent is given it.
     visitor = await api.visitor(inbox=BOT_INBOX, skill=skill)
@@ -149,10 +150,14 @@ async def test_bot_turns_are_counted(api: Api, connect: Any, skill: str) -> None
         "raydesk_bot_request_seconds_count": {"component": "shard"},
         "raydesk_bot_inference_seconds_count": {"component": "bot"},
         "raydesk_bot_batch_questions_count": {"component": "bot"},
+        "raydesk_bot_turns_total": {"component": "shard"},
     })
     turns = [_sum(s, "raydesk_bot_answers_total") + _sum(s, "raydesk_bot_handoffs_total")
              for s in (before, after)]
     assert turns[1] > turns[0]
+    # Every turn is counted once more by how it was stored (with its question or alone).
+    stored = [_sum(s, "raydesk_bot_turns_total") for s in (before, after)]
+    assert stored[1] - stored[0] == turns[1] - turns[0]
     assert _sum(after, "raydesk_bot_model_info") >= 1
 
 

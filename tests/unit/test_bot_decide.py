@@ -459,3 +459,58 @@ def test_close_leaves_the_due_set() -> None:
     decision = decide.close(conv, _cmd(kind="close"), LATER, "m")
     assert decision.conversation.bot_due == 0
     assert decision.commit is not None and ("ZREM", keys.BOT_DUE, "c1") in decision.commit.ops
+
+
+# --- the question and the bot's turn in one commit (the shard's inline turn) -----------
+
+
+def _question_then_turn(turn: Turn) -> tuple[decide.Decision, decide.Decision, keys.Commit]:
+    """A customer's message to the bot, and the bot's turn on it, as the shard commits them
+    when the model answered in time."""
+    sent = decide.send_message(_bot_conv(), _cmd(text="where is my parcel"), NOW, "q-3")
+    assert sent.commit is not None and sent.message is not None
+    answered = _turn(sent.conversation, turn, sent.message)
+    assert answered.commit is not None
+    return sent, answered, sent.commit.then(answered.commit)
+
+
+def test_question_and_answer_in_one_commit() -> None:
+    """One commit stores the question (seq 3) and the answer (seq 4) in order, delivers both
+    in order, keeps the question's dedupe key, and ends with nothing owed: the state is the
+    turn's, and the due set gets the question and loses it again in the same call."""
+    sent, answered, both = _question_then_turn(ANSWER)
+    assert both.expect == 2
+    assert [json.loads(m)["seq"] for m in both.messages] == [3, 4]
+    assert [json.loads(m)["sender"]["role"] for m in both.messages] == ["customer", "bot"]
+    assert [json.loads(frame)["seq"] for _, frame in both.publish] == [3, 4]
+    assert sent.commit is not None
+    assert (both.dedupe, both.dedupe_value) == (sent.commit.dedupe, sent.commit.dedupe_value)
+    assert both.state["last_seq"] == "4" and both.state["bot_due"] == "0"
+    assert Conversation.from_state("c1", both.state) == answered.conversation
+    due = [op for op in both.ops if op[1] == keys.BOT_DUE]
+    assert [op[0] for op in due] == ["ZADD", "ZREM"]
+
+
+def test_question_and_handoff_in_one_commit() -> None:
+    """A request for a person: the question, ``handoff`` and ``queued`` (3, 4, 5) in one
+    commit, which also queues the conversation."""
+    _, answered, both = _question_then_turn(Turn("handoff", reason="requested"))
+    assert [json.loads(m)["seq"] for m in both.messages] == [3, 4, 5]
+    assert [json.loads(m).get("event", {}).get("kind") for m in both.messages] == [
+        None, "handoff", "queued"]
+    assert both.state["status"] == Status.QUEUED.value
+    assert ("ZADD", keys.QUEUE, LATER, "c1") in both.ops
+    assert answered.router == [("enqueued", ("c1", "billing", LATER))]
+
+
+def test_then_refuses_a_change_that_does_not_follow() -> None:
+    """Only the same conversation's very next change, without a dedupe key of its own, can
+    follow in one commit; the message says which rule was broken."""
+    first = keys.Commit(cid="c1", expect=2, messages=["a"], dedupe="v1|m", dedupe_value="3")
+    for following, words in (
+            (keys.Commit(cid="c2", expect=3, messages=["b"]), "c2 cannot follow c1"),
+            (keys.Commit(cid="c1", expect=2, messages=["b"]), "expects seq 2, not 3"),
+            (keys.Commit(cid="c1", expect=3, messages=["b"], dedupe="v1|n"), "dedupe")):
+        with pytest.raises(ValueError, match=words):
+            first.then(following)
+    assert first.messages == ["a"]  # unchanged
