@@ -8,8 +8,8 @@ questions: BANKING77 test utterances, so most are answered and some are handed o
 Open loop: questions leave at --rates per second (Poisson), each from one of --customers
 connected customers whose previous question has been answered; a customer handed off to
 the queue is replaced by a new one. Per rate: p50/p90/p99 of send -> first bot or
-hand-off message, the share answered, and server CPU per question (also by part:
-the Assistant replica, the shards, the gateway, the store, the router, Ray itself), the
+hand-off message and of send -> ack, the share answered, and server CPU per question (by
+part: the Assistant replica, the shards, the gateway, the store, the router, Ray itself), the
 share of bot turns stored in their question's commit (``turns_with_question``: the model
 answered within bot.inline_wait_ms, set with --inline-wait-ms), and apart from it the load
 generator's own CPU per question (this process, which also holds the idle Ray driver that
@@ -70,6 +70,7 @@ class Customer:
         self.ws: Any = None
         self.cid: str | None = None
         self.sent_at: float | None = None  # one question in flight at most
+        self.unacked_at: float | None = None  # when that question was sent, until its ack
         self.handed_off = False
 
     async def open(self) -> Customer:
@@ -126,6 +127,7 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
                    customers: int) -> dict[str, Any]:
     ws_url = runtime.url.replace("http", "ws", 1) + "/v1/ws"
     latencies: list[float] = []
+    acks: list[float] = []  # send -> ack: the bot can hold an ack up to bot.inline_wait_ms
     outcomes = {"answer": 0, "clarify": 0, "handoff": 0}
     async with httpx.AsyncClient(base_url=runtime.url, timeout=60) as http:
         pool = [await Customer(http, ws_url).open() for _ in range(customers)]
@@ -136,6 +138,9 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
                 frame = json.loads(text)
                 if frame["type"] == "ack":
                     customer.cid = frame["conversation_id"]
+                    if customer.unacked_at is not None:
+                        acks.append(time.perf_counter() - customer.unacked_at)
+                        customer.unacked_at = None
                     continue
                 if frame["type"] != "message" or frame["sender"]["role"] not in ("bot", "system"):
                     continue
@@ -177,7 +182,7 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
                      "text": rng.choice(questions)}
             if customer.cid:
                 frame["conversation_id"] = customer.cid
-            customer.sent_at = time.perf_counter()
+            customer.sent_at = customer.unacked_at = time.perf_counter()
             await customer.ws.send(json.dumps(frame))
             sent += 1
         for _ in range(200):
@@ -194,11 +199,14 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
         for customer in pool:
             await customer.ws.close()
     ms = np.array(latencies) * 1000
+    ack_ms = np.array(acks or [float("nan")]) * 1000
     return {"rate_target": rate, "questions": sent, "replies": len(latencies),
             "skipped_no_free_customer": skipped, "rate_achieved": round(sent / seconds, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p90_ms": round(float(np.percentile(ms, 90)), 1),
             "p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "ack_p50_ms": round(float(np.percentile(ack_ms, 50)), 1),
+            "ack_p99_ms": round(float(np.percentile(ack_ms, 99)), 1),
             "cpu_ms_per_question": round(cpu / max(1, sent) * 1000, 2),
             "cpu_cores_busy": round(cpu / elapsed, 2),
             "cpu_ms_per_question_by_part": {part: round(seconds / max(1, sent) * 1000, 2)
