@@ -246,6 +246,7 @@ def main() -> None:
                         help="trace every message and print where a question's time goes")
     parser.add_argument("--threads", type=int, help="the encoder's CPU threads "
                         "(default: the library's)")
+    parser.add_argument("--shards", type=int, default=2, help="conversation shards")
     parser.add_argument("--inline-wait-ms", type=float, help="bot.inline_wait_ms: how long a "
                         "question waits for the model to be stored with its answer "
                         "(default: raydesk's; 0: every turn in a commit of its own)")
@@ -254,7 +255,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as data:
         config = load_config(None, data_dir=data, log_level="WARNING",
-                             server={"port": free_port()}, cluster={"shards": 2},
+                             server={"port": free_port()}, cluster={"shards": args.shards},
                              limits={"messages_per_s": 1e6, "burst": 1_000_000},
                              tracing=({"exporter": "file", "path": str(Path(data) / "spans")}
                                       if args.trace else {}),
@@ -301,9 +302,10 @@ def main() -> None:
     name = "bot_latency" + ("" if args.encoder == "minilm" else f"_{args.encoder}") + (
         f"_t{args.threads}" if args.threads else "") + (
         f"_wait{args.inline_wait_ms:g}" if args.inline_wait_ms is not None else "") + (
+        f"_shards{args.shards}" if args.shards != 2 else "") + (
         "_traced" if args.trace else "")
     report = save(name, {"encoder": args.encoder, "threads": args.threads,
-                         "inline_wait_ms": config.bot.inline_wait_ms,
+                         "inline_wait_ms": config.bot.inline_wait_ms, "shards": args.shards,
                          "faq_items": len(faq), "seconds": args.seconds,
                          "customers": args.customers}, results,
                   lambda rows, path: plot(rows, path, args.encoder))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 import ray
 import redis.asyncio as aioredis
 
-from actors.shard import RECOVERY_EVERY_S
+from actors.shard import LATE_MODEL_BACKOFF_S, RECOVERY_EVERY_S
 from raydesk import store as keys
 from raydesk.cli import main as cli
 from raydesk.placement import shard_for
@@ -307,47 +308,84 @@ def _shard(runtime: Runtime, cid: str) -> Any:
 
 async def _inline_wait(shard: Any, seconds: float) -> None:
     """Set how long the shard's questions wait for the model (bot.inline_wait_ms), as if
-    the model were always in time (long) or always late (0)."""
+    the model were always in time (long) or always late (0); and forget that the model
+    was late lately (an earlier test's slow moment would skip the wait for a second)."""
     await shard.__ray_call__.remote(setattr, "_inline_wait_s", seconds)
+    await shard.__ray_call__.remote(setattr, "_model_late_until", 0.0)
 
 
-async def test_the_answer_is_stored_with_the_question(api: Api, connect: Any, faq: Any,
-                                                      runtime: Runtime) -> None:
+async def _commits(store: aioredis.Redis, customer: Client, cid: str,
+                   text: str) -> tuple[int, Frame]:
+    """Ask ``text`` in ``cid``: the store commits it took until the bot's reply (the
+    change counter's moves, all of them this conversation's), and the reply."""
+    before = int(await store.get(keys.CHANGES_COUNTER) or 0)
+    _, reply = await _ask(customer, text, cid)
+    changed = await store.zrangebyscore(keys.CHANGES, f"({before}", "+inf")
+    assert changed == [cid], changed
+    return int(await store.get(keys.CHANGES_COUNTER) or 0) - before, reply
+
+
+@pytest.fixture
+async def store(runtime: Runtime) -> AsyncIterator[aioredis.Redis]:
+    settings = runtime.settings
+    assert settings is not None
+    client = aioredis.Redis.from_url(settings.store_url, password=settings.store_password,
+                                     decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def test_the_answer_is_stored_with_the_question(
+        api: Api, connect: Any, faq: Any, runtime: Runtime, store: aioredis.Redis) -> None:
     """A model that answers within bot.inline_wait_ms: the question and the bot's answer
     are one store commit (the change counter moves once, for this conversation alone),
     and so are a request for a person and its hand-off; a late model: two commits."""
-    settings = runtime.settings
-    assert settings is not None
-    store = aioredis.Redis.from_url(settings.store_url, password=settings.store_password,
-                                    decode_responses=True)
     customer = await _customer(api, connect)
     cid, _ = await _ask(customer, "hello")
     shard = _shard(runtime, cid)
 
-    async def commits(text: str) -> tuple[int, Frame]:
-        before = int(await store.get(keys.CHANGES_COUNTER) or 0)
-        _, reply = await _ask(customer, text, cid)
-        changed = await store.zrangebyscore(keys.CHANGES, f"({before}", "+inf")
-        assert changed == [cid], changed
-        return int(await store.get(keys.CHANGES_COUNTER) or 0) - before, reply
-
     try:
         await _inline_wait(shard, 60.0)
-        count, answer = await commits("I forgot my password")
+        count, answer = await _commits(store, customer, cid, "I forgot my password")
         assert (count, answer["bot"]["faq_id"]) == (1, "reset")
         await _inline_wait(shard, 0.0)
-        count, answer = await commits("When are you open?")
+        count, answer = await _commits(store, customer, cid, "When are you open?")
         assert (count, answer["bot"]["faq_id"]) == (2, "hours")
         await _inline_wait(shard, 60.0)
-        count, handoff = await commits("转人工")
+        count, handoff = await _commits(store, customer, cid, "转人工")
         assert (count, handoff["event"]["kind"]) == (1, "handoff")
     finally:
         await _inline_wait(shard, runtime.config.bot.inline_wait_ms / 1000)
-        await store.aclose()
     await customer.expect(lambda f: f["type"] == "message" and f["conversation_id"] == cid
                           and f.get("event", {}).get("kind") == "queued")
     seqs = [m["seq"] for m in customer.messages(cid)]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_a_late_model_does_not_hold_acks_back(
+        api: Api, connect: Any, faq: Any, runtime: Runtime, store: aioredis.Redis) -> None:
+    """A question the model missed bot.inline_wait_ms for is stored alone and answered in
+    a commit of its own; for a while after (here: until reset) questions are stored at
+    once, without waiting for the model, and still answered; then they wait again."""
+    customer = await _customer(api, connect)
+    cid, _ = await _ask(customer, "hello")
+    shard = _shard(runtime, cid)
+
+    try:
+        await _inline_wait(shard, 1e-6)  # no model answers that fast
+        await shard.__ray_call__.remote(setattr, "_late_backoff_s", 600.0)
+        count, answer = await _commits(store, customer, cid, "I forgot my password")
+        assert (count, answer["bot"]["faq_id"]) == (2, "reset")
+        # The model is now known to be late: a long wait is not waited.
+        await shard.__ray_call__.remote(setattr, "_inline_wait_s", 60.0)
+        count, answer = await _commits(store, customer, cid, "When are you open?")
+        assert (count, answer["bot"]["faq_id"]) == (2, "hours")
+        await _inline_wait(shard, 60.0)  # forgets the late model
+        count, answer = await _commits(store, customer, cid, "When will my card arrive?")
+        assert (count, answer["bot"]["faq_id"]) == (1, "delivery")
+    finally:
+        await shard.__ray_call__.remote(setattr, "_late_backoff_s", LATE_MODEL_BACKOFF_S)
+        await _inline_wait(shard, runtime.config.bot.inline_wait_ms / 1000)
 
 
 async def test_shard_killed_before_the_bot_replied(api: Api, connect: Any, faq: Any,
