@@ -53,11 +53,6 @@ ACTIVE_LIMIT = 50_000
 QUESTIONS_PER_CALL = 64
 # How often a shard looks for bot turns a dead instance owed.
 RECOVERY_EVERY_S = 5.0
-# The weight of the newest answer in the moving average of the model's answer time. While
-# that average is over bot.inline_wait_ms, questions do not wait for the model: an
-# overloaded model does not hold every ack back by the whole wait, and one late answer
-# among quick ones does not stop the others from riding with their question.
-MODEL_TIME_WEIGHT = 0.1
 # Agents' response-time samples go to the router in one call per partition at most this
 # often: one Ray call per agent reply cost the router 0.6 ms of CPU per message at 1,000
 # messages/s (benchmarks/results/loadtest_steady.json). A later tell to the same router
@@ -109,7 +104,6 @@ class ConversationShard:
         bot = settings.config.bot
         self._policy = bot_policy(bot)
         self._inline_wait_s = bot.inline_wait_ms / 1000
-        self._model_s = 0.0  # moving average of the model's answer time (seconds)
         self._assistant: Any = None
         self._questions: Batcher[str, dict[str, Any]] = Batcher(
             self._ask_assistant, max_batch=QUESTIONS_PER_CALL, max_in_flight=4)
@@ -365,14 +359,13 @@ class ConversationShard:
                        asked: asyncio.Future[dict[str, Any] | None] | None) -> bool:
         """Whether the bot's turn on ``question`` can be stored with it: no earlier turn
         of the conversation is pending, and the model (if asked) answered within
-        ``bot.inline_wait_ms`` (not waited for while it answers later than that on
-        average)."""
+        ``bot.inline_wait_ms``. A late model's questions wait too: waiting costs no CPU,
+        and a second commit does (skipping the wait while the model was late was measured
+        to lose throughput, docs/explanation/bot.md)."""
         if self._inline_wait_s <= 0 or question.conversation_id in self._bot_turns:
             return False
         if asked is None:
             return True
-        if self._model_s > self._inline_wait_s:
-            return False
         done, _ = await asyncio.wait({asked}, timeout=self._inline_wait_s)
         return bool(done)
 
@@ -428,15 +421,12 @@ class ConversationShard:
 
     async def _analyze(self, text: str) -> dict[str, Any] | None:
         """The model's analysis, or None if it is unavailable or too slow (hand off)."""
-        started = time.monotonic()
-        analysis: dict[str, Any] | None = None
         try:
-            analysis = await self._questions.submit(text)
+            return await self._questions.submit(text)
         except Exception as exc:
             log.warning("shard %s: the bot model is unavailable (%s): handing off",
                         self._name, type(exc).__name__)
-        self._model_s += MODEL_TIME_WEIGHT * (time.monotonic() - started - self._model_s)
-        return analysis
+            return None
 
     async def _ask_assistant(self, texts: list[str]) -> list[dict[str, Any]]:
         """One Serve call for the questions of many conversations (a Serve request costs
