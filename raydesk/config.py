@@ -174,9 +174,9 @@ class BotConfig(_Section):
     # A bot turn waiting longer than this for the model hands off instead.
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
     # How long a customer's message waits for the model before it is stored: a turn ready
-    # by then is stored with the message in one commit (one store write and one delivery
-    # fewer, docs/explanation/bot.md); a later one follows in its own commit. The ack of
-    # the message waits as long. 0: every turn in its own commit.
+    # by then is stored with the message in one commit (one store write fewer,
+    # docs/explanation/bot.md); a later one follows in its own commit. The ack of the
+    # message waits as long. 0: every turn in its own commit.
     inline_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 100.0
     replicas: Annotated[int, Field(ge=1, le=64)] = 1
     # Requests carried by one encoder pass; the requests that arrive while the model runs

@@ -189,7 +189,7 @@ class Commit:
 
     def then(self, following: Commit) -> Commit:
         """This change and ``following``, the same conversation's next change, as one
-        commit: both are applied or neither, with one round trip and one delivery.
+        commit: both are applied or neither, in one round trip.
         ``following``'s state fields win; its ops run after these."""
         if following.cid != self.cid:
             raise ValueError(f"commit: {following.cid} cannot follow {self.cid} in one commit")

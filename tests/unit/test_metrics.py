@@ -221,13 +221,18 @@ def test_bot_turns_are_counted_by_kind_and_reason() -> None:
                     if f.name == "raydesk_bot_handoffs_total")
     confidence = next(f for f in metrics.SHARD.families
                       if f.name == "raydesk_bot_confidence_ratio")
+    stored = next(f for f in metrics.SHARD.families if f.name == "raydesk_bot_turns_total")
     before = (_count(answers, kind="faq"), _count(handoffs, reason="requested"),
-              _count(confidence))
-    metrics.bot_turn("answer", None, "reset", 0.9, analysed=True)
-    metrics.bot_turn("handoff", "requested", None, 0.0, analysed=False)
+              _count(confidence), _count(stored, stored="with_question"),
+              _count(stored, stored="alone"))
+    metrics.bot_turn("answer", None, "reset", 0.9, analysed=True, with_question=True)
+    metrics.bot_turn("handoff", "requested", None, 0.0, analysed=False, with_question=False)
     assert _count(answers, kind="faq") == before[0] + 1
     assert _count(handoffs, reason="requested") == before[1] + 1
     assert _count(confidence) == before[2] + 1  # no analysis: no confidence to count
+    # Each turn once more, by how it was stored.
+    assert _count(stored, stored="with_question") == before[3] + 1
+    assert _count(stored, stored="alone") == before[4] + 1
 
 
 # --- snapshots through the store ---------------------------------------------------------
