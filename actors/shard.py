@@ -130,21 +130,34 @@ class ConversationShard:
         metrics.ACTIVE_CONVERSATIONS.set(len(self._active))
 
     async def handle(self, commands: list[ShardCommand]) -> list[Any]:
-        """Run a batch of commands; one result per command (a reply dict or an error)."""
+        """Run a batch of commands; one result per command (a reply dict or an error).
+        The batch's results go back together, so its questions wait for the model only if
+        it holds nothing but questions to the bot: a wait would hold other commands'
+        replies, and, in the caller, the calls behind them."""
         self._start_background()
-        tasks = [asyncio.ensure_future(self._run(cmd)) for cmd in commands]
+        may_wait = all(self._may_be_bot_question(cmd) for cmd in commands)
+        tasks = [asyncio.ensure_future(self._run(cmd, may_wait)) for cmd in commands]
         results = list(await asyncio.gather(*tasks))
         for cmd, result in zip(commands, results, strict=True):
             metrics.SHARD_COMMANDS.labels(
                 cmd.kind, result.code if isinstance(result, RaydeskError) else "ok").inc()
         return results
 
-    async def _run(self, cmd: ShardCommand) -> Any:
+    def _may_be_bot_question(self, cmd: ShardCommand) -> bool:
+        """A customer's message to a conversation with the bot, or to one not in memory
+        (a new one, say)."""
+        if cmd.kind != "send" or cmd.actor_role != "customer":
+            return False
+        conv = self._active.get(cmd.conversation_id)
+        return conv is None or conv.status is Status.BOT
+
+    async def _run(self, cmd: ShardCommand, may_wait: bool = True) -> Any:
         # Each command runs in a task of its own: these ids stay with its log lines.
         logs.CONVERSATION_ID.set(cmd.conversation_id)
         logs.PARTICIPANT_ID.set(cmd.actor_id)
         with tracing.command_span(cmd):
-            result = await self._in_mailbox(cmd.conversation_id, lambda: self._dispatch(cmd),
+            result = await self._in_mailbox(cmd.conversation_id,
+                                            lambda: self._dispatch(cmd, may_wait),
                                             f"{cmd.kind} by {cmd.actor_id}")
             if tracing.enabled():
                 tracing.annotate(
@@ -209,7 +222,9 @@ class ConversationShard:
         fields = await self._store.call("HGETALL", keys.visitor_key(visitor_id))
         return decide.visitor_card(visitor_id, dict(fields))
 
-    async def _dispatch(self, cmd: ShardCommand) -> dict[str, Any]:
+    async def _dispatch(self, cmd: ShardCommand, may_wait: bool = True) -> dict[str, Any]:
+        """Run ``cmd`` on its conversation; ``may_wait``: a customer's question may wait
+        for the model (bot.inline_wait_ms), as nothing else in its batch would wait too."""
         conv = await self._load(cmd.conversation_id)
         now = _now_ms()
         if conv is None:
@@ -253,7 +268,8 @@ class ConversationShard:
             await self._store.publish(tracing.tag_events(decision.signals))
         # A customer's message: the bot takes its turn. The model starts on the question
         # at once; if it answers within bot.inline_wait_ms (and no earlier turn of the
-        # conversation is pending), the turn is stored with the question in one commit.
+        # conversation is pending, and its batch holds only questions to the bot), the
+        # turn is stored with the question in one commit.
         # Otherwise the question is committed alone and the turn follows in order, outside
         # the mailbox. If the commit fails or was a resend, the model's request is
         # cancelled.
@@ -262,7 +278,8 @@ class ConversationShard:
         analysis = self._ask_model(question) if question is not None else None
         try:
             turn = None
-            if question is not None and await self._in_time(question, analysis):
+            if question is not None and may_wait and \
+                    await self._in_time(question, analysis):
                 turn = self._turn(decision.conversation, question,
                                   analysis.result() if analysis is not None else None)
             if turn is None:

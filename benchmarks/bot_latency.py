@@ -14,6 +14,9 @@ share of bot turns stored in their question's commit (``turns_with_question``: t
 answered within bot.inline_wait_ms, set with --inline-wait-ms), and apart from it the load
 generator's own CPU per question (this process, which also holds the idle Ray driver that
 started raydesk).
+``--chat-rate``: messages per second beside the questions from customers of an inbox the
+bot does not take, and their send -> ack (``chat_ack_*``): what the bot's questions cost
+other conversations on the same shards.
 Writes benchmarks/results/bot_latency.json and .png. ``--trace``: every message traced
 (OpenTelemetry spans to a file, which costs CPU of its own) and, for the questions the
 bot took, when each hop started and how long it took (medians, from the gateway's
@@ -64,9 +67,14 @@ def banking() -> tuple[list[dict[str, str]], list[str]]:
     return list(faq.values()), test
 
 
+# The inbox the bot takes, and one it does not (--chat-rate: customers who wait for an
+# agent, and whose messages share the shards with the bot's questions).
+BOT_INBOX, CHAT_INBOX = "bot", "chat"
+
+
 class Customer:
-    def __init__(self, http: httpx.AsyncClient, ws_url: str) -> None:
-        self.http, self.ws_url = http, ws_url
+    def __init__(self, http: httpx.AsyncClient, ws_url: str, inbox: str = BOT_INBOX) -> None:
+        self.http, self.ws_url, self.inbox = http, ws_url, inbox
         self.ws: Any = None
         self.cid: str | None = None
         self.sent_at: float | None = None  # one question in flight at most
@@ -74,7 +82,8 @@ class Customer:
         self.handed_off = False
 
     async def open(self) -> Customer:
-        token = (await self.http.post("/v1/visitors", json={})).json()["token"]
+        token = (await self.http.post("/v1/visitors", json={"inbox": self.inbox})).json()[
+            "token"]
         self.ws = await websockets.connect(self.ws_url, max_size=None)
         await self.ws.send(json.dumps({"type": "hello", "token": token}))
         await self.ws.recv()
@@ -123,8 +132,42 @@ def server_processes() -> list[psutil.Process]:
     return list(psutil.Process().children(recursive=True))
 
 
+async def chat(http: httpx.AsyncClient, ws_url: str, rate: float, until: float,
+               acks: list[float]) -> None:
+    """Customers of the inbox the bot does not take send messages at ``rate`` (Poisson)
+    until ``until``; each ack's latency goes into ``acks``."""
+    pool = [await Customer(http, ws_url, CHAT_INBOX).open() for _ in range(20)]
+    sent: dict[str, float] = {}
+
+    async def read(customer: Customer) -> None:
+        async for text in customer.ws:
+            frame = json.loads(text)
+            if frame["type"] == "ack" and frame["client_msg_id"] in sent:
+                customer.cid = frame["conversation_id"]
+                acks.append(time.perf_counter() - sent.pop(frame["client_msg_id"]))
+
+    readers = [asyncio.ensure_future(read(c)) for c in pool]
+    rng, ids = random.Random(11), itertools.count()
+    next_at = time.perf_counter()
+    while next_at < until:
+        next_at += rng.expovariate(rate)
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        customer = rng.choice(pool)
+        frame: dict[str, Any] = {"type": "send", "client_msg_id": f"c{next(ids)}",
+                                 "text": "Any news on my order?"}
+        if customer.cid:
+            frame["conversation_id"] = customer.cid
+        sent[frame["client_msg_id"]] = time.perf_counter()
+        await customer.ws.send(json.dumps(frame))
+    await asyncio.sleep(2)  # the last acks
+    for reader in readers:
+        reader.cancel()
+    for customer in pool:
+        await customer.ws.close()
+
+
 async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds: float,
-                   customers: int) -> dict[str, Any]:
+                   customers: int, chat_rate: float = 0.0) -> dict[str, Any]:
     ws_url = runtime.url.replace("http", "ws", 1) + "/v1/ws"
     latencies: list[float] = []
     acks: list[float] = []  # send -> ack: the bot can hold an ack up to bot.inline_wait_ms
@@ -158,6 +201,9 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
                         "faq_id") else "clarify"] += 1
 
         readers = {id(c): asyncio.ensure_future(read(c)) for c in pool}
+        chat_acks: list[float] = []
+        chatting = asyncio.ensure_future(chat(http, ws_url, chat_rate, time.perf_counter()
+                                              + seconds, chat_acks)) if chat_rate else None
         processes = server_processes()
         own0 = own_cpu_s()
         cpu0, started = cpu_by_process(processes), time.perf_counter()
@@ -194,6 +240,8 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
         by_part = cpu_between(cpu0, cpu_by_process(processes))
         own = own_cpu_s() - own0
         cpu = sum(by_part.values())
+        if chatting is not None:
+            await chatting
         for reader in readers.values():
             reader.cancel()
         for customer in pool:
@@ -207,6 +255,10 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
             "p99_ms": round(float(np.percentile(ms, 99)), 1),
             "ack_p50_ms": round(float(np.percentile(ack_ms, 50)), 1),
             "ack_p99_ms": round(float(np.percentile(ack_ms, 99)), 1),
+            **({"chat_messages": len(chat_acks),
+                "chat_ack_p50_ms": round(float(np.percentile(chat_acks, 50)) * 1000, 1),
+                "chat_ack_p99_ms": round(float(np.percentile(chat_acks, 99)) * 1000, 1)}
+               if chat_acks else {}),
             "cpu_ms_per_question": round(cpu / max(1, sent) * 1000, 2),
             "cpu_cores_busy": round(cpu / elapsed, 2),
             "cpu_ms_per_question_by_part": {part: round(seconds / max(1, sent) * 1000, 2)
@@ -247,6 +299,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="the encoder's CPU threads "
                         "(default: the library's)")
     parser.add_argument("--shards", type=int, default=2, help="conversation shards")
+    parser.add_argument("--chat-rate", type=float, default=0.0, help="messages per second "
+                        "from customers of an inbox the bot does not take, beside the "
+                        "questions (their send -> ack shows what the bot costs them)")
     parser.add_argument("--inline-wait-ms", type=float, help="bot.inline_wait_ms: how long a "
                         "question waits for the model to be stored with its answer "
                         "(default: raydesk's; 0: every turn in a commit of its own)")
@@ -261,6 +316,7 @@ def main() -> None:
                                       if args.trace else {}),
                              bot={"encoder": args.encoder, "options": (
                                  {"threads": args.threads} if args.threads else {}),
+                                  "inboxes": [BOT_INBOX],
                                   **({"inline_wait_ms": args.inline_wait_ms}
                                      if args.inline_wait_ms is not None else {})})
         runtime = Runtime(config)
@@ -279,7 +335,7 @@ def main() -> None:
                 time.sleep(metrics.PUSH_EVERY_S + 1)  # the shards' counts are pushed
                 stored_before = turns_stored(runtime.url)
                 result = asyncio.run(run_rate(runtime, questions, rate, args.seconds,
-                                              args.customers))
+                                              args.customers, args.chat_rate))
                 time.sleep(metrics.PUSH_EVERY_S + 1)
                 stored = {kind: count - stored_before[kind]
                           for kind, count in turns_stored(runtime.url).items()}
@@ -303,9 +359,11 @@ def main() -> None:
         f"_t{args.threads}" if args.threads else "") + (
         f"_wait{args.inline_wait_ms:g}" if args.inline_wait_ms is not None else "") + (
         f"_shards{args.shards}" if args.shards != 2 else "") + (
+        f"_chat{args.chat_rate:g}" if args.chat_rate else "") + (
         "_traced" if args.trace else "")
     report = save(name, {"encoder": args.encoder, "threads": args.threads,
                          "inline_wait_ms": config.bot.inline_wait_ms, "shards": args.shards,
+                         "chat_rate": args.chat_rate,
                          "faq_items": len(faq), "seconds": args.seconds,
                          "customers": args.customers}, results,
                   lambda rows, path: plot(rows, path, args.encoder))

@@ -21,6 +21,7 @@ from raydesk import store as keys
 from raydesk.cli import main as cli
 from raydesk.placement import shard_for
 from raydesk.runtime import Runtime, chosen_model
+from raydesk.schema import ShardCommand
 from tests.integration.client import Api, Client, Frame
 from tests.integration.conftest import BOT_INBOX
 
@@ -334,12 +335,15 @@ async def store(runtime: Runtime) -> AsyncIterator[aioredis.Redis]:
 
 
 async def test_the_answer_is_stored_with_the_question(
-        api: Api, connect: Any, faq: Any, runtime: Runtime, store: aioredis.Redis) -> None:
+        api: Api, connect: Any, faq: Any, runtime: Runtime, store: aioredis.Redis,
+        skill: str) -> None:
     """A model that answers within bot.inline_wait_ms: the question and the bot's answer
     are one store commit (the change counter moves once, for this conversation alone),
     and so are a request for a person and its hand-off. A model that misses the wait:
     the question is stored alone, and the answer follows in a commit of its own."""
-    customer = await _customer(api, connect)
+    # A skill of its own: the hand-off queues the conversation, and no later test's agent
+    # may be given it.
+    customer = await _customer(api, connect, skill)
     cid, _ = await _ask(customer, "hello")
     shard = _shard(runtime, cid)
 
@@ -359,6 +363,32 @@ async def test_the_answer_is_stored_with_the_question(
                           and f.get("event", {}).get("kind") == "queued")
     seqs = [m["seq"] for m in customer.messages(cid)]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_a_question_batched_with_other_commands_does_not_wait(
+        api: Api, connect: Any, faq: Any, runtime: Runtime, store: aioredis.Redis) -> None:
+    """A shard answers a batch of commands as a whole: a question that arrives with
+    commands other than questions to the bot (here the customer's typing) is stored at
+    once, and its answer follows in a commit of its own, so that the model never holds
+    their replies, however long the wait."""
+    customer = await _customer(api, connect)
+    cid, _ = await _ask(customer, "hello")
+    shard = _shard(runtime, cid)
+    who = {"conversation_id": cid, "actor_id": customer.welcome["id"],
+           "actor_role": "customer"}
+    batch = [ShardCommand(kind="send", client_msg_id="batched", text="I forgot my password",
+                          **who),
+             ShardCommand(kind="typing", on=False, **who)]
+    try:
+        await _inline_wait(shard, 60.0)
+        before = int(await store.get(keys.CHANGES_COUNTER) or 0)
+        ack, typing = await shard.handle.remote(batch)
+        assert ack["type"] == "ack" and typing == {"type": "ok"}
+        answer = await customer.expect(_from_bot(cid, ack["seq"]))
+        assert answer["bot"]["faq_id"] == "reset"
+        assert int(await store.get(keys.CHANGES_COUNTER) or 0) - before == 2
+    finally:
+        await _inline_wait(shard, runtime.config.bot.inline_wait_ms / 1000)
 
 
 async def test_shard_killed_before_the_bot_replied(api: Api, connect: Any, faq: Any,
