@@ -151,7 +151,7 @@ class ConversationShard:
         conv = self._active.get(cmd.conversation_id)
         return conv is None or conv.status is Status.BOT
 
-    async def _run(self, cmd: ShardCommand, may_wait: bool = True) -> Any:
+    async def _run(self, cmd: ShardCommand, may_wait: bool) -> Any:
         # Each command runs in a task of its own: these ids stay with its log lines.
         logs.CONVERSATION_ID.set(cmd.conversation_id)
         logs.PARTICIPANT_ID.set(cmd.actor_id)
@@ -222,7 +222,7 @@ class ConversationShard:
         fields = await self._store.call("HGETALL", keys.visitor_key(visitor_id))
         return decide.visitor_card(visitor_id, dict(fields))
 
-    async def _dispatch(self, cmd: ShardCommand, may_wait: bool = True) -> dict[str, Any]:
+    async def _dispatch(self, cmd: ShardCommand, may_wait: bool) -> dict[str, Any]:
         """Run ``cmd`` on its conversation; ``may_wait``: a customer's question may wait
         for the model (bot.inline_wait_ms), as nothing else in its batch would wait too."""
         conv = await self._load(cmd.conversation_id)
