@@ -224,7 +224,8 @@ class ConversationShard:
 
     async def _dispatch(self, cmd: ShardCommand, may_wait: bool) -> dict[str, Any]:
         """Run ``cmd`` on its conversation; ``may_wait``: a customer's question may wait
-        for the model (bot.inline_wait_ms), as nothing else in its batch would wait too."""
+        for the model (bot.inline_wait_ms), as its batch holds nothing the wait would
+        hold back (see :meth:`handle`)."""
         conv = await self._load(cmd.conversation_id)
         now = _now_ms()
         if conv is None:

@@ -43,7 +43,7 @@ import numpy as np
 import psutil
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
-from report import own_cpu_s, save
+from report import arrivals, ms_percentiles, own_cpu_s, save
 
 from models.encoders import ENCODERS
 from raydesk import metrics, tracing
@@ -148,10 +148,7 @@ async def chat(http: httpx.AsyncClient, ws_url: str, rate: float, until: float,
 
     readers = [asyncio.ensure_future(read(c)) for c in pool]
     rng, ids = random.Random(11), itertools.count()
-    next_at = time.perf_counter()
-    while next_at < until:
-        next_at += rng.expovariate(rate)
-        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    async for _ in arrivals(rate, until, rng):
         customer = rng.choice(pool)
         frame: dict[str, Any] = {"type": "send", "client_msg_id": f"c{next(ids)}",
                                  "text": "Any news on my order?"}
@@ -208,12 +205,8 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
         own0 = own_cpu_s()
         cpu0, started = cpu_by_process(processes), time.perf_counter()
         rng = random.Random(7)
-        deadline = started + seconds
         sent = skipped = 0
-        next_at = started
-        while next_at < deadline:
-            next_at += rng.expovariate(rate)
-            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        async for _ in arrivals(rate, started + seconds, rng):
             free = [c for c in pool if c.sent_at is None]
             if not free:
                 skipped += 1
@@ -246,19 +239,11 @@ async def run_rate(runtime: Runtime, questions: list[str], rate: float, seconds:
             reader.cancel()
         for customer in pool:
             await customer.ws.close()
-    ms = np.array(latencies) * 1000
-    ack_ms = np.array(acks or [float("nan")]) * 1000
     return {"rate_target": rate, "questions": sent, "replies": len(latencies),
             "skipped_no_free_customer": skipped, "rate_achieved": round(sent / seconds, 1),
-            "p50_ms": round(float(np.percentile(ms, 50)), 1),
-            "p90_ms": round(float(np.percentile(ms, 90)), 1),
-            "p99_ms": round(float(np.percentile(ms, 99)), 1),
-            "ack_p50_ms": round(float(np.percentile(ack_ms, 50)), 1),
-            "ack_p99_ms": round(float(np.percentile(ack_ms, 99)), 1),
+            **ms_percentiles(latencies), **ms_percentiles(acks, "ack_", (50, 99)),
             **({"chat_messages": len(chat_acks),
-                "chat_ack_p50_ms": round(float(np.percentile(chat_acks, 50)) * 1000, 1),
-                "chat_ack_p99_ms": round(float(np.percentile(chat_acks, 99)) * 1000, 1)}
-               if chat_acks else {}),
+                **ms_percentiles(chat_acks, "chat_ack_", (50, 99))} if chat_acks else {}),
             "cpu_ms_per_question": round(cpu / max(1, sent) * 1000, 2),
             "cpu_cores_busy": round(cpu / elapsed, 2),
             "cpu_ms_per_question_by_part": {part: round(seconds / max(1, sent) * 1000, 2)

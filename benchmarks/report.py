@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
+import random
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -42,3 +46,22 @@ def own_cpu_s() -> float:
     """CPU seconds (user and system) this process has used so far, all its threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+async def arrivals(rate: float, until: float, rng: random.Random) -> AsyncIterator[None]:
+    """Open loop: Poisson arrivals at ``rate`` a second from now until ``until`` (a
+    ``time.perf_counter()`` time); yields at each arrival's planned time, whatever the
+    caller's work before it took."""
+    next_at = time.perf_counter()
+    while next_at < until:
+        next_at += rng.expovariate(rate)
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        yield
+
+
+def ms_percentiles(seconds: Sequence[float], prefix: str = "",
+                   qs: Sequence[int] = (50, 90, 99)) -> dict[str, float]:
+    """``{prefix}p{q}_ms`` for each q: the percentiles of ``seconds`` in milliseconds,
+    rounded to 0.1 (NaN for no values)."""
+    ms = np.asarray(seconds or [float("nan")], dtype=float) * 1000
+    return {f"{prefix}p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in qs}
